@@ -1,0 +1,3 @@
+from sparkforge.cli import entrypoint
+
+entrypoint()

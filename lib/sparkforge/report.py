@@ -1,0 +1,118 @@
+"""report.html: one self-contained page (PNGs embedded) from the run's JSON files."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return '<img src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '">'
+
+
+def _confusion_png(m: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cm = np.array(m["confusion_matrix"])
+    labels = m["labels"]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(labels), 1 + 0.6 * len(labels)))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    return _png(fig)
+
+
+def _history_png(history: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    ax.plot(epochs, [float(h.get("val_loss", "nan")) for h in history], marker="o",
+            label="val loss")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    return _png(fig)
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(out: Path, task: str, metrics: dict[str, Any], manifest: dict[str, Any]) -> Path:
+    parts = [f"<h1>sparkforge run: {html.escape(str(out))}</h1><p>task: {html.escape(task)}</p>"]
+    pre = manifest.get("preprocess", {})
+    if pre:
+        parts.append("<h2>Rows</h2>" + _table([{k: pre.get(k) for k in (
+            "rows_in", "rows_kept", "rows_quarantined")}],
+            ["rows_in", "rows_kept", "rows_quarantined"]))
+        parts.append("<h3>Quarantine reasons</h3>" + _table(
+            [{"reason": k, "rows": v} for k, v in pre.get("quarantine_reasons", {}).items()],
+            ["reason", "rows"]))
+        parts.append("<h3>Rows per split</h3>" + _table([pre.get("rows_per_split", {})],
+                                                        ["train", "val", "test"]))
+    rows = []
+    for name, m in metrics["variants"].items():
+        rows.append({"variant": name + (" (selected)" if name == metrics["selected"] else ""),
+                     **{k: v for k, v in m.items() if not isinstance(v, (list, dict))}})
+    if "baseline" in metrics:
+        rows.append({"variant": "baseline " + metrics["baseline"]["model"], **metrics["baseline"]})
+    cols = sorted({k for r in rows for k in r if k not in ("variant", "model")})
+    parts.append("<h2>Test metrics</h2>" + _table(rows, ["variant", *cols]))
+    sel = metrics["variants"].get(metrics["selected"], {})
+    if "confusion_matrix" in sel:
+        parts.append("<h3>Confusion matrix (selected variant)</h3>" + _confusion_png(sel))
+    comp = manifest.get("compress", {}).get("variants", {})
+    if comp:
+        ccols = ["variant", "file_bytes", "size_ratio", "latency_ms_b1", "latency_ms_b1024",
+                 "latency_ratio_b1024", "gate_metric", "parity_max_abs_prob_diff", "decision"]
+        parts.append("<h2>Compression</h2>" + _table(
+            [{"variant": k, **v} for k, v in comp.items()], ccols))
+    history = manifest.get("train", {}).get("history", [])
+    if history:
+        parts.append("<h2>Training</h2>" + _history_png(history) + _table(
+            history, ["epoch", "train_loss", "val_loss", "val_metric", "samples_per_s"]))
+    parts.append("<h2>Manifest</h2><pre>" + html.escape(json.dumps(
+        {k: v for k, v in manifest.items() if k != "artifacts"}, indent=1, default=str)[:20000])
+        + "</pre>")
+    style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style>")
+    doc = f"<!doctype html><html><head><meta charset='utf-8'>{style}</head><body>" \
+          + "\n".join(parts) + "</body></html>"
+    path = out / "report.html"
+    path.write_text(doc)
+    return path
+

@@ -1,0 +1,1 @@
+"""The one module that builds SparkSessions (see :mod:`sparkforge.spark.session`)."""

@@ -1,0 +1,8 @@
+"""spark-submit entrypoint: spark-submit spark_jobs/evaluate.py --config conf/demo_text.yaml"""
+
+import sys
+
+from sparkforge.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -1,0 +1,153 @@
+"""Preprocessing: quarantine reasons, row-count invariant, split stability, no leakage,
+and the saved tokenizer reproducing the ids."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from sparkforge.artifacts import read_json
+from sparkforge.config import load_config
+from sparkforge.data.prepare import DataQualityError, split_column
+from sparkforge.jobs.preprocess import run_preprocess
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write_messy_tabular(path: Path, n_good: int = 300) -> dict[str, int]:
+    rng = np.random.default_rng(42)
+    lines = ["id,age,city,income,label"]
+    for i in range(n_good):
+        lines.append(f"r{i},{int(rng.integers(18, 90))},{rng.choice(['ams', 'ber', 'par'])},"
+                     f"{rng.normal(50, 10):.3f},{rng.choice(['yes', 'no'])}")
+    bad = {
+        "malformed_record": ["m1,33,ams,40.0,yes,EXTRA", "m2,44"],
+        "bad_type:age": ["t1,forty,ams,40.0,no"],
+        "bad_type:income": ["t2,40,ber,lots,yes"],
+        "null_label": ["n1,50,par,30.0,", "n2,51,par,31.0,  "],
+        "null_id": [",52,par,32.0,no"],
+    }
+    for rows in bad.values():
+        lines.extend(rows)
+    lines.append(lines[1].replace("r0,", "r0,", 1))  # exact duplicate of the first row
+    path.write_text("\n".join(lines) + "\n")
+    counts = {k: len(v) for k, v in bad.items()}
+    counts["duplicate"] = 1
+    return counts
+
+
+def _tab_cfg(inp: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return load_config(ROOT / "conf" / "tabular_classification.yaml",
+                       [f"data.input={inp}", "data.label_column=label", "data.id_column=id",
+                        f"output.dir={out}", "preprocess.max_quarantine_fraction=0.5", *extra])
+
+
+def test_messy_tabular_csv_quarantines_every_bad_row_with_its_reason(spark, tmp_path: Path) -> None:
+    inp = tmp_path / "messy.csv"
+    expected = _write_messy_tabular(inp)
+    out = tmp_path / "run"
+    summary = run_preprocess(spark, _tab_cfg(inp, out))
+    n_lines = len(inp.read_text().splitlines()) - 1
+    assert summary["rows_in"] == n_lines
+    assert summary["rows_in"] == summary["rows_kept"] + summary["rows_quarantined"]
+    assert summary["quarantine_reasons"] == expected
+    assert summary["numeric_columns"] == ["age", "income"]
+    assert summary["categorical_columns"] == ["city"]
+    q = spark.read.parquet(str(out / "quarantine")).toPandas()  # a few rows: the bad ones
+    assert len(q) == sum(expected.values())
+    assert set(q["stage"]) == {"preprocess"}
+    forty = q[q["reason"] == "bad_type:age"]
+    assert json.loads(forty["raw"].iloc[0])["age"] == "forty"  # the raw record is kept
+    manifest = read_json(out / "manifest.json")["preprocess"]
+    assert manifest["rows_quarantined"] == sum(expected.values())
+    pre = spark.read.parquet(str(out / "preprocessed"))
+    assert pre.count() == summary["rows_kept"] == 300
+
+
+def test_quarantine_gate_stops_the_run(spark, tmp_path: Path) -> None:
+    inp = tmp_path / "messy.csv"
+    _write_messy_tabular(inp, n_good=20)
+    cfg = _tab_cfg(inp, tmp_path / "run", "preprocess.max_quarantine_fraction=0.05")
+    with pytest.raises(DataQualityError, match="max_quarantine_fraction"):
+        run_preprocess(spark, cfg)
+
+
+def test_text_quarantine_and_saved_tokenizer_reproduces_ids(spark, tmp_path: Path) -> None:
+    inp = tmp_path / "reviews.csv"
+    rng = np.random.default_rng(0)
+    words = ["great", "awful", "film", "plot", "acting", "ｆｕｌｌ－ｗｉｄｔｈ", "café"]
+    with open(inp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for i in range(200):
+            w.writerow([" ".join(rng.choice(words, size=int(rng.integers(3, 12)))) + f" n{i}",
+                        rng.choice(["pos", "neg"])])
+        w.writerow(["   ", "pos"])                     # empty text
+        w.writerow(["no label here", ""])               # null label
+        w.writerow(["multi\nline review", "neg"])       # quoted newline: a good row
+    fh_bad = inp.read_text() + 'x,y,z\n'                # too many fields: malformed
+    inp.write_text(fh_bad)
+    out = tmp_path / "run"
+    cfg = load_config(ROOT / "conf" / "text_classification.yaml",
+                      [f"data.input={inp}", f"output.dir={out}", "tokenizer.kind=trained",
+                       "tokenizer.vocab_size=200", "tokenizer.max_length=16",
+                       "preprocess.max_quarantine_fraction=0.5"])
+    s = run_preprocess(spark, cfg)
+    assert s["quarantine_reasons"] == {"empty_text": 1, "null_label": 1, "malformed_record": 1}
+    assert s["rows_kept"] == 201
+    assert s["rows_in"] == 204
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(out / "model" / "tokenizer.json"))
+    table = pq.read_table(out / "preprocessed", columns=["text", "input_ids", "attention_mask"])
+    pdf = table.to_pandas()
+    assert all(len(x) == 16 for x in pdf["input_ids"])
+    assert "multi\nline review" in set(pdf["text"])
+    assert any("full-width" in t for t in pdf["text"])  # NFKC folded the full-width form
+    encs = tok.encode_batch(pdf["text"].tolist())
+    assert [e.ids for e in encs] == [list(x) for x in pdf["input_ids"]]
+    assert [e.attention_mask for e in encs] == [list(x) for x in pdf["attention_mask"]]
+
+
+def test_split_is_stable_under_repartitioning(spark) -> None:
+    from pyspark.sql import functions as F
+
+    df = spark.range(5000).select(F.concat(F.lit("id-"), F.col("id").cast("string")).alias("id"))
+    a = df.withColumn("split", split_column(F.col("id"), 0.8, 0.1, 42))
+    b = df.repartition(7).withColumn("split", split_column(F.col("id"), 0.8, 0.1, 42))
+    joined = a.join(b.withColumnRenamed("split", "split_b"), "id")
+    assert joined.count() == 5000
+    assert joined.filter(F.col("split") != F.col("split_b")).count() == 0
+    frac = {r["split"]: r["count"] / 5000 for r in a.groupBy("split").count().collect()}
+    assert abs(frac["train"] - 0.8) < 0.03
+    assert abs(frac["test"] - 0.1) < 0.03
+    other_seed = df.withColumn("s2", split_column(F.col("id"), 0.8, 0.1, 7))
+    assert other_seed.join(a, "id").filter(F.col("s2") != F.col("split")).count() > 0
+
+
+def test_fitted_statistics_come_from_train_split_only(spark, tmp_path: Path) -> None:
+    inp = tmp_path / "messy.csv"
+    _write_messy_tabular(inp)
+    out = tmp_path / "run"
+    run_preprocess(spark, _tab_cfg(inp, out))
+    stats = read_json(out / "model" / "preprocessor.json")
+    raw = pd.read_csv(inp, dtype=str, on_bad_lines="skip")
+    splits = pq.read_table(out / "preprocessed", columns=["id", "split"]).to_pandas()
+    merged = raw.merge(splits, on="id").drop_duplicates("id")
+    ages = pd.to_numeric(merged["age"])
+    train_mean = ages[merged["split"] == "train"].mean()
+    assert stats["numeric"]["age"]["mean"] == pytest.approx(train_mean, rel=1e-12)
+    assert stats["numeric"]["age"]["mean"] != pytest.approx(ages.mean(), rel=1e-9)
+    train_std = ages[merged["split"] == "train"].std(ddof=0)
+    assert stats["numeric"]["age"]["std"] == pytest.approx(train_std, rel=1e-9)
+    # the same rows re-encoded at scoring time give the same features
+    feats = pq.read_table(out / "preprocessed", columns=["id", "features"]).to_pandas()
+    row = feats.merge(merged, on="id").iloc[0]
+    assert row["features"][0] == pytest.approx(
+        (float(row["age"]) - train_mean) / train_std, rel=1e-5)
