@@ -1,0 +1,431 @@
+"""Spark ``tokenize_df`` against raw ``tokenizers`` ``encode_batch`` on the same texts.
+
+    .venv/bin/python -m benchmarks.bench_tokenize --rows 1000000 [--cores 2] [--repeat 2]
+
+Both sides read the same Parquet (the demo corpus repeated to ``--rows`` rows, a row
+counter appended so that rows differ; written once, not timed), NFKC-normalize the text,
+encode it with the pretrained tokenizer (max length 64) and write text, ids and masks to
+Parquet. Timed: wall clock from reading to the written output, nothing else (Spark
+session start, tokenizer load and a warm-up run are outside the timer on both sides).
+
+- Spark: ``get_session(SparkConfig(master=f"local[{cores}]"))``, ``tokenize_df`` and a
+  Parquet write (the work the preprocess job does; ``--sink noop`` drops the write on
+  both sides).
+- Raw: one fresh process, ``RAYON_NUM_THREADS=cores`` set before ``tokenizers`` is
+  imported, pyarrow reads the Parquet in batches, ``encode_batch`` per batch, a
+  ``ParquetWriter`` writes the same columns.
+
+The sides alternate (Spark, raw, Spark, raw, ...) so that load from other jobs on the
+machine falls on both. The ids and masks of a sample of rows must be equal on both sides.
+Results go to the "Tokenization" section of ``BENCHMARKS.md`` (replaced on rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "data" / "rotten_tomatoes.csv"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+SECTION = "## Tokenization: Spark `tokenize_df` vs raw `tokenizers`"
+GOAL = 0.8
+MAX_LENGTH = 64
+ROW_GROUP_ROWS = 32_768
+SAMPLE_ROWS = 5_000
+
+
+# --- input -------------------------------------------------------------------------------
+
+def build_input(path: Path, rows: int) -> Path:
+    """The demo corpus repeated to ``rows`` rows; reused when a file with as many rows exists."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if path.exists() and pq.ParquetFile(path).metadata.num_rows == rows:
+        return path
+    if not CORPUS.exists():
+        raise FileNotFoundError(f"{CORPUS} is missing: run `.venv/bin/sparkforge demo-data "
+                                "--out data` first")
+    corpus = pacsv.read_csv(CORPUS, parse_options=pacsv.ParseOptions(newlines_in_values=True))
+    texts = [t or "" for t in corpus.column("text").to_pylist()]
+    labels = corpus.column("label").to_pylist()
+    n = len(texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string()), ("label", pa.string())])
+    with pq.ParquetWriter(tmp, schema) as w:
+        for start in range(0, rows, ROW_GROUP_ROWS):
+            idx = range(start, min(rows, start + ROW_GROUP_ROWS))
+            w.write_table(pa.table({
+                "id": pa.array(idx, pa.int64()),
+                "text": [f"{texts[i % n]} {i}" for i in idx],
+                "label": [labels[i % n] for i in idx],
+            }, schema=schema), row_group_size=ROW_GROUP_ROWS)
+    tmp.replace(path)
+    return path
+
+
+# --- raw side (runs in its own process) ----------------------------------------------------
+
+def raw_run(inp: Path, tokenizer_file: Path, out: Path | None, batch_rows: int) -> dict[str, Any]:
+    """Read, normalize, ``encode_batch`` and write in this process; returns the timing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_file.read_text())
+    tok.encode_batch(["warm up the thread pool"] * 256)
+    ints = pa.list_(pa.int32())
+    pf = pq.ParquetFile(inp)
+    schema = pa.schema([("id", pa.int64()), ("label", pa.string()), ("text", pa.string()),
+                        ("input_ids", ints), ("attention_mask", ints)])
+    rows = 0
+    c0, t0 = time.process_time(), time.perf_counter()
+    writer = pq.ParquetWriter(out, schema) if out is not None else None
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=["id", "text", "label"]):
+        texts = [unicodedata.normalize("NFKC", s or "").strip()
+                 for s in batch.column("text").to_pylist()]
+        encs = tok.encode_batch(texts)
+        ids = pa.array([e.ids for e in encs], ints)
+        mask = pa.array([e.attention_mask for e in encs], ints)
+        rows += len(texts)
+        if writer is not None:
+            writer.write_batch(pa.record_batch(
+                [batch.column("id"), batch.column("label"), pa.array(texts, pa.string()),
+                 ids, mask], schema=schema))
+    if writer is not None:
+        writer.close()
+    seconds = time.perf_counter() - t0
+    return {"rows": rows, "seconds": seconds, "cpu": time.process_time() - c0}
+
+
+def run_raw_process(inp: Path, tokenizer_file: Path, out: Path | None, cores: int,
+                    batch_rows: int) -> dict[str, Any]:
+    env = dict(os.environ, RAYON_NUM_THREADS=str(cores), RAYON_RS_NUM_THREADS=str(cores),
+               TOKENIZERS_PARALLELISM="true")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--raw-worker", "--input", str(inp),
+           "--tokenizer-file", str(tokenizer_file), "--raw-batch", str(batch_rows)]
+    if out is not None:
+        cmd += ["--raw-out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"raw side failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# --- Spark side ----------------------------------------------------------------------------
+
+def spark_session(cores: int, batch_rows: int, partitions: int, input_bytes: int,
+                  worker_threads: int) -> Any:
+    from sparkforge.config import SparkConfig
+    from sparkforge.spark.session import get_session
+
+    split = max(1 << 20, -(-input_bytes // partitions))  # bytes per input partition
+    extra = {
+        "spark.ui.enabled": "false",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows),
+        "spark.sql.files.maxPartitionBytes": str(split),
+        "spark.sql.files.openCostInBytes": "0",
+    }
+    if worker_threads > 0:  # the Rayon pool of each Python worker (0: tokenizers' default)
+        for var in ("RAYON_NUM_THREADS", "RAYON_RS_NUM_THREADS"):
+            extra[f"spark.executorEnv.{var}"] = str(worker_threads)
+    return get_session(SparkConfig(master=f"local[{cores}]", app_name="bench-tokenize"),
+                       extra=extra)
+
+
+def spark_warm_up(spark: Any, doc: str, cores: int) -> None:
+    """Start one Python worker per core and parse the tokenizer in each (not timed)."""
+    from pyspark.sql import functions as F
+
+    from sparkforge.tokenize import tokenize_df
+
+    df = spark.range(0, cores * 2000, 1, cores).select(
+        F.concat(F.lit("warm up text number "), F.col("id").cast("string")).alias("text"))
+    tokenize_df(df, doc, text_col="text").write.format("noop").mode("overwrite").save()
+
+
+def spark_run(spark: Any, inp: Path, doc: str, out: Path | None) -> dict[str, Any]:
+    from sparkforge.tokenize import tokenize_df
+
+    df = tokenize_df(spark.read.parquet(str(inp)), doc, text_col="text")
+    c0, t0 = tree_cpu(), time.perf_counter()
+    if out is None:
+        df.write.format("noop").mode("overwrite").save()
+    else:
+        df.write.mode("overwrite").parquet(str(out))
+    seconds = time.perf_counter() - t0
+    cpu = tree_cpu() - c0
+    parts = spark.read.parquet(str(inp)).rdd.getNumPartitions()
+    return {"seconds": seconds, "cpu": cpu, "partitions": parts}
+
+
+def tree_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process and its descendants: the
+    Spark JVM and its Python workers (reused between jobs, so differences are exact)."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(d.name)] = int(f[1])
+        ticks[int(d.name)] = int(f[11]) + int(f[12])
+    me, total = os.getpid(), 0
+    for pid, t in ticks.items():
+        p = pid
+        while p > 1 and p != me:
+            p = parent.get(p, 0)
+        if p == me:
+            total += t
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+# --- checks and report ---------------------------------------------------------------------
+
+def parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def check_equal(spark_out: Path, raw_out: Path, rows: int) -> int:
+    """Ids, masks and normalized text of a sample of rows are equal on both sides."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(42)
+    sample = sorted({*range(min(rows, 1000)),
+                     *rng.choice(rows, size=min(rows, SAMPLE_ROWS), replace=False).tolist()})
+    cols = ["id", "text", "input_ids", "attention_mask"]
+    got = []
+    for p in (spark_out, raw_out):
+        t = pq.read_table(p, columns=cols, filters=[("id", "in", sample)]).to_pylist()
+        got.append(sorted(t, key=lambda r: r["id"]))
+    s, r = got
+    assert len(s) == len(r) == len(sample), (len(s), len(r), len(sample))
+    for a, b in zip(s, r, strict=True):
+        assert a == b, f"row {a['id']}: Spark {a} != raw {b}"
+        assert len(a["input_ids"]) == MAX_LENGTH
+    return len(sample)
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    mem = "unknown"
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = m.group(1).strip() if m else cpu
+        m = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        mem = f"{int(m.group(1)) / 2**20:.1f} GiB" if m else mem
+    except OSError:
+        pass
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "ram": mem,
+            "python": platform.python_version()}
+
+
+def versions() -> str:
+    from importlib import metadata
+
+    return ", ".join(f"{p} {metadata.version(p)}" for p in ("pyspark", "tokenizers", "pyarrow"))
+
+
+def spread(xs: list[float]) -> str:
+    return f"{min(xs):,.0f}-{max(xs):,.0f}"
+
+
+def render(res: dict[str, Any]) -> str:
+    s, r = res["spark_rates"], res["raw_rates"]
+    ratio = statistics.median(s) / statistics.median(r)
+    pairs = [a / b for a, b in zip(s, r, strict=True)]
+    ok = "met" if ratio >= GOAL else "NOT met"
+    m = res["machine"]
+    lines = [
+        SECTION, "",
+        f"Goal: Spark >= {GOAL}x the raw rate. **Result: {ratio:.2f}x ({ok}).**", "",
+        "```bash", res["command"], "```", "",
+        f"- date: {res['date']}; N = {res['rows']:,} texts (the demo corpus repeated, a row "
+        f"counter appended), max length {MAX_LENGTH}, sink: {res['sink']}",
+        f"- machine: nproc {m['nproc']}, CPU {m['cpu']}, RAM {m['ram']}, Python {m['python']}; "
+        f"{res['versions']}",
+        f"- Spark: `local[{res['cores']}]`, {res['partitions']} input partitions, "
+        f"`arrow.maxRecordsPerBatch` {res['batch_rows']}, Rayon threads per Python worker: "
+        f"{res['worker_threads'] or 'default'}",
+        f"- raw: one process, `RAYON_NUM_THREADS={res['cores']}`, `encode_batch` on "
+        f"{res['raw_batch']:,}-row batches",
+        f"- ids and masks equal on both sides for {res['checked']:,} sampled rows",
+        "",
+        "| run | Spark texts/s | raw texts/s | ratio | load avg (1 min) before |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for i, (a, b, q, ld) in enumerate(zip(s, r, pairs, res["loads"], strict=True), 1):
+        lines.append(f"| {i} | {a:,.0f} | {b:,.0f} | {q:.2f} | {ld} |")
+    lines += [
+        f"| median | {statistics.median(s):,.0f} | {statistics.median(r):,.0f} | "
+        f"{ratio:.2f} | |",
+        "",
+        f"Spread: Spark {spread(s)}, raw {spread(r)} texts/s, per-run ratio "
+        f"{min(pairs):.2f}-{max(pairs):.2f}.",
+    ]
+    if res.get("notes"):
+        lines += ["", *res["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(md: Path, text: str) -> None:
+    """Replace this benchmark's section of ``md`` (or append it); other sections are kept."""
+    body = md.read_text() if md.exists() else (
+        "# Benchmarks\n\nSide-by-side ratio benchmarks (`benchmarks/`): each section is "
+        "written by its benchmark and replaced when it is rerun.\n")
+    start = body.find(SECTION + "\n")
+    if start < 0:
+        body = body.rstrip("\n") + "\n\n" + text
+    else:
+        nxt = re.search(r"^## ", body[start + len(SECTION):], re.M)
+        end = start + len(SECTION) + nxt.start() if nxt else len(body)
+        rest = body[end:]
+        body = body[:start] + text + ("\n" + rest if rest else "")
+    md.write_text(body)
+
+
+# --- main ----------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=1_000_000, help="texts (default 1,000,000)")
+    p.add_argument("--cores", type=int, default=2, help="cores for each side (default 2)")
+    p.add_argument("--repeat", type=int, default=2, help="timed runs per side (default 2)")
+    p.add_argument("--sink", choices=["parquet", "noop"], default="parquet",
+                   help="write the output to Parquet (default) or drop it on both sides")
+    p.add_argument("--batch-rows", type=int, default=4096,
+                   help="Spark spark.sql.execution.arrow.maxRecordsPerBatch (default 4096)")
+    p.add_argument("--partitions", type=int, default=0,
+                   help="input partitions (default 4 x cores)")
+    p.add_argument("--worker-threads", type=int, default=1,
+                   help="Rayon threads per Spark Python worker (0: tokenizers' default)")
+    p.add_argument("--raw-batch", type=int, default=8192, help="raw encode_batch size")
+    p.add_argument("--workdir", type=Path,
+                   default=Path(tempfile.gettempdir()) / "sparkforge-bench-tokenize")
+    p.add_argument("--no-md", action="store_true", help="do not update BENCHMARKS.md")
+    p.add_argument("--note", action="append", default=[], help="a line for BENCHMARKS.md")
+    # internal: the raw side's own process
+    p.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--input", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--tokenizer-file", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--raw-out", type=Path, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    args = parse_args(argv)
+    if args.raw_worker:
+        print(json.dumps(raw_run(args.input, args.tokenizer_file, args.raw_out,
+                                 args.raw_batch)))
+        return None
+    if args.rows < 1 or args.cores < 1 or args.repeat < 1:
+        raise SystemExit("--rows, --cores and --repeat must be >= 1")
+    from sparkforge.tokenize import load_pretrained
+
+    work: Path = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    inp = build_input(work / f"input_{args.rows}.parquet", args.rows)
+    print(f"input: {inp} ({args.rows:,} rows, {inp.stat().st_size / 2**20:.1f} MiB, "
+          f"{time.perf_counter() - t0:.0f} s)", flush=True)
+    doc = load_pretrained(MAX_LENGTH).to_str()
+    tok_file = work / "tokenizer.json"
+    tok_file.write_text(doc)
+    partitions = args.partitions or 4 * args.cores
+    spark = spark_session(args.cores, args.batch_rows, partitions, inp.stat().st_size,
+                          args.worker_threads)
+    spark_warm_up(spark, doc, args.cores)
+    sink = args.sink == "parquet"
+    spark_out, raw_out = work / "out_spark", work / "out_raw.parquet"
+    spark_rates: list[float] = []
+    raw_rates: list[float] = []
+    spark_cpu: list[float] = []
+    raw_cpu: list[float] = []
+    loads: list[str] = []
+    parts = 0
+    for i in range(1, args.repeat + 1):
+        loads.append(f"{os.getloadavg()[0]:.2f}")
+        s = spark_run(spark, inp, doc, spark_out if sink else None)
+        parts = s["partitions"]
+        spark_rates.append(args.rows / s["seconds"])
+        r = run_raw_process(inp, tok_file, raw_out if sink else None, args.cores,
+                            args.raw_batch)
+        if r["rows"] != args.rows:
+            raise AssertionError(f"raw side read {r['rows']} rows, expected {args.rows}")
+        raw_rates.append(args.rows / r["seconds"])
+        spark_cpu.append(s["cpu"])
+        raw_cpu.append(r["cpu"])
+        print(f"run {i}: Spark {spark_rates[-1]:,.0f} texts/s ({s['seconds']:.1f} s, "
+              f"{s['cpu']:.0f} CPU s), raw {raw_rates[-1]:,.0f} texts/s ({r['seconds']:.1f} s, "
+              f"{r['cpu']:.0f} CPU s), ratio "
+              f"{spark_rates[-1] / raw_rates[-1]:.2f}", flush=True)
+    checked = 0
+    if sink:
+        n_spark = parquet_rows(spark_out)
+        if n_spark != args.rows:
+            raise AssertionError(f"Spark wrote {n_spark} rows, expected {args.rows}")
+        checked = check_equal(spark_out, raw_out, args.rows)
+    else:  # nothing written: check a slice computed again on both sides
+        checked = check_slice(spark, inp, doc, tok_file, args.cores, work)
+    spark.stop()
+    res: dict[str, Any] = {
+        "command": " ".join([".venv/bin/python -m benchmarks.bench_tokenize",
+                             *(argv if argv is not None else sys.argv[1:])]),
+        "date": dt.date.today().isoformat(), "rows": args.rows, "cores": args.cores,
+        "sink": "Parquet on both sides" if sink else "none (Spark noop writer)",
+        "machine": machine(), "versions": versions(), "partitions": parts,
+        "batch_rows": args.batch_rows, "worker_threads": args.worker_threads,
+        "raw_batch": args.raw_batch, "checked": checked, "spark_rates": spark_rates,
+        "raw_rates": raw_rates, "loads": loads, "notes": args.note,
+    }
+    ratio = statistics.median(spark_rates) / statistics.median(raw_rates)
+    print(f"Spark {statistics.median(spark_rates):,.0f} texts/s (runs {spread(spark_rates)}), "
+          f"raw {statistics.median(raw_rates):,.0f} texts/s (runs {spread(raw_rates)}), "
+          f"ratio {ratio:.2f} (goal >= {GOAL})")
+    if not args.no_md:
+        write_section(BENCHMARKS_MD, render(res))
+        print(f"updated {BENCHMARKS_MD}")
+    return res
+
+
+def check_slice(spark: Any, inp: Path, doc: str, tok_file: Path, cores: int,
+                work: Path) -> int:
+    """With ``--sink noop``: tokenize the first rows on both sides and compare."""
+    import pyarrow.parquet as pq
+
+    rows = min(SAMPLE_ROWS, pq.ParquetFile(inp).metadata.num_rows)
+    head = work / "check_input.parquet"
+    pq.write_table(pq.ParquetFile(inp).read_row_group(0).slice(0, rows), head)
+    spark_run(spark, head, doc, work / "check_spark")
+    run_raw_process(head, tok_file, work / "check_raw.parquet", cores, 8192)
+    n = check_equal(work / "check_spark", work / "check_raw.parquet", rows)
+    shutil.rmtree(work / "check_spark", ignore_errors=True)
+    return n
+
+
+if __name__ == "__main__":
+    main()
