@@ -44,6 +44,9 @@ class DataConfig:
     text_column: str | None = None
     feature_columns: list[str] | None = None
     id_column: str | None = None
+    # Declared column types, e.g. {age: int, zip: string}: numeric types make a column
+    # numeric (bad values quarantined), string makes it categorical. Others are inferred.
+    schema: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -67,6 +70,7 @@ class SplitConfig:
     val: float = 0.1
     test: float = 0.1
     seed: int = 42
+    stratify: bool = False  # exact per-label proportions (classification)
 
     def __post_init__(self) -> None:
         for name in ("train", "val", "test"):
@@ -119,7 +123,13 @@ ModelName = Literal["auto", "mlp", "embedding_bag", "minilm"]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: ModelName = "auto"
+    # auto: embedding_bag for text, mlp for tabular. transformer: a small encoder trained
+    # from scratch (hidden_dim, num_layers, num_heads).
+    model: Literal["auto", "mlp", "embedding_bag", "transformer", "minilm"] = "auto"
+    # arrow: each rank reads its own share of preprocessed/ with pyarrow. petastorm:
+    # make_spark_converter + make_torch_dataloader; needs the petastorm environment
+    # (`make setup-petastorm`: petastorm 0.12.1 cannot import with pyarrow >= 15).
+    loader: Literal["arrow", "petastorm"] = "arrow"
     num_processes: int = 2
     local_mode: bool = True
     use_gpu: Literal["auto", "true", "false"] = "auto"
@@ -136,12 +146,27 @@ class TrainConfig:
     dropout: float = 0.1
     freeze_encoder: bool = False
     max_steps_per_epoch: int = 0  # 0 = the whole epoch; a cap for smoke runs
-    resume: bool = False  # continue from model/checkpoint/ when it exists
+    # Continue from the last complete checkpoint in model/checkpoint/. A fresh run
+    # (false) clears old checkpoints first; a retried barrier stage always resumes.
+    resume: bool = False
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    # Shard parameters, gradients and optimizer state across ranks (FSDP2) instead of
+    # replicating them (DDP): for models larger than one device.
+    fsdp: bool = False
+    num_layers: int = 2  # transformer only
+    num_heads: int = 4  # transformer only; must divide hidden_dim
 
     def __post_init__(self) -> None:
-        for name in ("num_processes", "epochs", "batch_size", "hidden_dim"):
+        for name in ("num_processes", "epochs", "batch_size", "hidden_dim", "grad_accum_steps",
+                     "num_layers", "num_heads"):
             if getattr(self, name) < 1:
                 _fail(f"train.{name}", getattr(self, name), "use a positive integer")
+        if self.model == "transformer" and self.hidden_dim % self.num_heads:
+            _fail("train.num_heads", self.num_heads,
+                  f"must divide train.hidden_dim={self.hidden_dim}, e.g. 4 for hidden_dim 128")
+        if self.max_steps_per_epoch < 0:
+            _fail("train.max_steps_per_epoch", self.max_steps_per_epoch,
+                  "use 0 (the whole epoch) or a positive cap")
         if self.lr <= 0:
             _fail("train.lr", self.lr, "use a positive learning rate, e.g. 1e-3")
         if not 0.0 <= self.dropout < 1.0:
@@ -152,25 +177,104 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CompressConfig:
-    variants: list[Literal["int8_dynamic"]] = field(default_factory=lambda: ["int8_dynamic"])
+    # int8_dynamic / int8_static: ONNX Runtime int8 (static: QDQ, per-channel, calibrated on
+    # a Spark sample of the train split). pruned: whole neurons / attention heads / FFN units
+    # (and, for text, embedding rows of tokens absent from the train split) removed, smaller
+    # layers rebuilt, then a short fine-tune. distilled: a small student trained with
+    # TorchDistributor on the model's soft labels. fp16: half-precision weights, for GPU
+    # scoring. pruned_int8 / distilled_int8: int8_dynamic applied to pruned / distilled.
+    variants: list[Literal["int8_dynamic", "int8_static", "pruned", "pruned_int8", "distilled",
+                           "distilled_int8", "fp16"]] = field(
+        default_factory=lambda: ["int8_dynamic"])
     max_accuracy_drop: float = 0.01
     select: Literal["smallest", "fastest"] = "smallest"
+    # A variant slower than this multiple of fp32 at batch 1024 (1 thread, this machine) is
+    # rejected, whatever its size: e.g. fp16 on a CPU without fp16 kernels.
+    max_latency_ratio: float = 1.25
     parity_rows: int = 256
     parity_atol: float = 1e-4
+    calibration_rows: int = 512  # int8_static calibration / pruning importance sample
+    calibration_method: Literal["minmax", "percentile", "entropy"] = "percentile"
+    prune_fraction: float = 0.5  # of each layer's neurons / heads / FFN units removed
+    prune_vocab: bool = True  # text: drop embedding rows of tokens unseen in train
+    finetune_epochs: int = 1  # after pruning; 0: none
+    finetune_max_steps: int = 0  # 0: whole epochs
+    finetune_lr: float = 0.0  # 0: train.lr
+    distill_epochs: int = 10
+    distill_lr: float = 1e-3
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.7  # weight of the soft-label loss; 1 - alpha: the true labels
+    student_hidden_dim: int = 64  # the student's width (mlp hidden; embedding_bag dims)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
             _fail("compress.max_accuracy_drop", self.max_accuracy_drop,
                   "use an absolute accuracy drop between 0 and 1, e.g. 0.01")
+        if len(set(self.variants)) != len(self.variants):
+            _fail("compress.variants", self.variants, "list each variant once")
+        if self.max_latency_ratio <= 0:
+            _fail("compress.max_latency_ratio", self.max_latency_ratio,
+                  "use a positive multiple of fp32's latency, e.g. 1.25")
+        if not 0.0 < self.prune_fraction < 1.0:
+            _fail("compress.prune_fraction", self.prune_fraction,
+                  "use a fraction strictly between 0 and 1, e.g. 0.5")
+        for name in ("parity_rows", "calibration_rows", "distill_epochs", "student_hidden_dim"):
+            if getattr(self, name) < 1:
+                _fail(f"compress.{name}", getattr(self, name), "use a positive integer")
+        for name in ("finetune_epochs", "finetune_max_steps"):
+            if getattr(self, name) < 0:
+                _fail(f"compress.{name}", getattr(self, name), "use 0 or a positive integer")
+        if self.finetune_lr < 0 or self.distill_lr <= 0:
+            _fail("compress.finetune_lr" if self.finetune_lr < 0 else "compress.distill_lr",
+                  self.finetune_lr if self.finetune_lr < 0 else self.distill_lr,
+                  "use a positive learning rate (finetune_lr 0 means train.lr)")
+        if self.distill_temperature <= 0:
+            _fail("compress.distill_temperature", self.distill_temperature,
+                  "use a positive temperature, e.g. 2.0")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            _fail("compress.distill_alpha", self.distill_alpha, "use a weight between 0 and 1")
 
 
 @dataclass(frozen=True)
 class ScoreConfig:
     batch_size: int = 256
+    # The table to score (same schema as training); empty: data.input.
+    input: str = ""
+    # predict: labels and probabilities; embed: sentence embeddings (minilm models).
+    mode: Literal["predict", "embed"] = "predict"
+    passthrough_columns: list[str] = field(default_factory=list)
+    quarantine_unseen_categories: bool = True
+    # Population stability index above which drift is warned about.
+    drift_threshold: float = 0.2
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             _fail("score.batch_size", self.batch_size, "use a positive integer")
+        if self.drift_threshold <= 0:
+            _fail("score.drift_threshold", self.drift_threshold, "use a positive PSI, e.g. 0.2")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # The scheduled run's date (YYYY-MM-DD); empty: today (UTC).
+    date: str = ""
+    # Score only ids not already in a published scores/run_date=*/ partition.
+    incremental: bool = False
+
+    def __post_init__(self) -> None:
+        if self.date:
+            import datetime as _dt
+
+            try:
+                _dt.date.fromisoformat(self.date)
+            except ValueError:
+                _fail("run.date", self.date, "use an ISO date YYYY-MM-DD, e.g. 2026-11-24")
+
+    @property
+    def run_date(self) -> str:
+        import datetime as _dt
+
+        return self.date or _dt.datetime.now(_dt.UTC).date().isoformat()
 
 
 @dataclass(frozen=True)
@@ -201,6 +305,7 @@ class Config:
     compress: CompressConfig = field(default_factory=CompressConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    run: RunConfig = field(default_factory=RunConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
@@ -281,7 +386,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         _fail("--set", text, "the key before '=' is empty")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # e.g. 2026-13-02 fails YAML's date constructor
         parsed = value
     return parts, parsed
 

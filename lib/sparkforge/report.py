@@ -60,6 +60,34 @@ def _history_png(history: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
+def _curves_png(curves: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (["roc", "pr"] if curves.get("kind") == "binary" else []) + ["calibration"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
+    axes = [axes] if len(panels) == 1 else list(axes)
+    for ax, name in zip(axes, panels, strict=True):
+        pts = curves.get(name, [])
+        if name == "roc":
+            ax.plot([p["fpr"] for p in pts], [p["tpr"] for p in pts])
+            ax.plot([0, 1], [0, 1], ls="--", c="grey")
+            ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+        elif name == "pr":
+            ax.plot([p["recall"] for p in pts], [p["precision"] for p in pts])
+            ax.set(xlabel="recall", ylabel="precision", title="precision-recall")
+        else:
+            ax.plot([p["mean_score"] for p in pts], [p["observed"] for p in pts], marker="o")
+            ax.plot([0, 1], [0, 1], ls="--", c="grey")
+            what = "positive rate" if curves.get("kind") == "binary" else "accuracy"
+            ax.set(xlabel="mean predicted score", ylabel=f"observed {what}",
+                   title="calibration")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
@@ -72,7 +100,8 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(out: Path, task: str, metrics: dict[str, Any], manifest: dict[str, Any]) -> Path:
+def write_report(out: Path, task: str, metrics: dict[str, Any], manifest: dict[str, Any],
+                 run: dict[str, Any] | None = None) -> Path:
     parts = [f"<h1>sparkforge run: {html.escape(str(out))}</h1><p>task: {html.escape(task)}</p>"]
     pre = manifest.get("preprocess", {})
     if pre:
@@ -95,6 +124,22 @@ def write_report(out: Path, task: str, metrics: dict[str, Any], manifest: dict[s
     sel = metrics["variants"].get(metrics["selected"], {})
     if "confusion_matrix" in sel:
         parts.append("<h3>Confusion matrix (selected variant)</h3>" + _confusion_png(sel))
+    if metrics.get("curves"):
+        parts.append("<h3>Curves (selected variant, test split)</h3>"
+                     + _curves_png(metrics["curves"]))
+    if run:
+        parts.append(f"<h2>Scoring run {html.escape(str(run.get('run_date')))}</h2>" + _table(
+            [run], ["rows_in", "rows_scored", "rows_quarantined", "rows_skipped_already_scored",
+                    "model_variant", "started_at", "finished_at"]))
+        if run.get("quarantine_reasons"):
+            parts.append("<h3>Scoring quarantine reasons</h3>" + _table(
+                [{"reason": k, "rows": v} for k, v in run["quarantine_reasons"].items()],
+                ["reason", "rows"]))
+        drift = run.get("drift", {})
+        if drift.get("psi"):
+            parts.append(f"<h3>Drift (PSI; warning above {drift.get('threshold')})</h3>" + _table(
+                [{"column": c, "psi": v, "drifted": c in drift.get("drifted", [])}
+                 for c, v in sorted(drift["psi"].items())], ["column", "psi", "drifted"]))
     comp = manifest.get("compress", {}).get("variants", {})
     if comp:
         ccols = ["variant", "file_bytes", "size_ratio", "latency_ms_b1", "latency_ms_b1024",

@@ -36,14 +36,20 @@ def check_run(out: Path, min_accuracy: float) -> dict:  # type: ignore[type-arg]
     labels = json.loads((out / "model" / "labels.json").read_text())
     assert set(metrics["variants"]) == {"fp32", "int8_dynamic"}
     assert metrics["selected"] in metrics["variants"]
-    scores = pd.read_parquet(out / "scores")
+    part = out / "scores" / f"run_date={metrics['run_date']}"
+    assert (part / "_SUCCESS").exists()
+    scores = pd.read_parquet(part)
     assert list(scores.columns) == ["id", "label", "prediction", "probability", "split",
                                     "model_variant"]
     manifest = json.loads((out / "manifest.json").read_text())
     pre = manifest["preprocess"]
     assert pre["rows_in"] == pre["rows_kept"] + pre["rows_quarantined"]
+    run = json.loads((part / "_run_manifest.json").read_text())
+    # scoring re-reads the same input: every row is scored or quarantined, none lost
+    assert run["rows_in"] == pre["rows_in"]
+    assert run["rows_in"] == run["rows_scored"] + run["rows_quarantined"]
     selected = scores[scores["model_variant"] == metrics["selected"]]
-    assert len(selected) == pre["rows_kept"] == selected["id"].nunique()
+    assert len(selected) == run["rows_scored"] == selected["id"].nunique()
     for variant, m in metrics["variants"].items():
         assert set(m) >= REQUIRED
         test = scores[(scores["model_variant"] == variant) & (scores["split"] == "test")]
@@ -140,7 +146,7 @@ def test_regression_pipeline(tmp_path: Path) -> None:
             "--set", "data.label_column=y", "--set", f"output.dir={out}",
             "--set", "train.epochs=15", "--set", "train.batch_size=64")
     metrics = json.loads((out / "metrics.json").read_text())
-    scores = pd.read_parquet(out / "scores")
+    scores = pd.read_parquet(out / "scores" / f"run_date={metrics['run_date']}")
     for variant, m in metrics["variants"].items():
         test = scores[(scores["model_variant"] == variant) & (scores["split"] == "test")]
         assert m["rmse"] == pytest.approx(skm.root_mean_squared_error(

@@ -59,7 +59,7 @@ def test_messy_tabular_csv_quarantines_every_bad_row_with_its_reason(spark, tmp_
     assert summary["quarantine_reasons"] == expected
     assert summary["numeric_columns"] == ["age", "income"]
     assert summary["categorical_columns"] == ["city"]
-    q = spark.read.parquet(str(out / "quarantine")).toPandas()  # a few rows: the bad ones
+    q = spark.read.parquet(str(out / "quarantine" / "preprocess")).toPandas()  # a few rows: the bad ones
     assert len(q) == sum(expected.values())
     assert set(q["stage"]) == {"preprocess"}
     forty = q[q["reason"] == "bad_type:age"]
@@ -151,3 +151,18 @@ def test_fitted_statistics_come_from_train_split_only(spark, tmp_path: Path) -> 
     row = feats.merge(merged, on="id").iloc[0]
     assert row["features"][0] == pytest.approx(
         (float(row["age"]) - train_mean) / train_std, rel=1e-5)
+
+
+def test_encoding_survives_the_json_round_trip(spark, tmp_path: Path) -> None:
+    """Scoring re-reads preprocessor.json (sorted keys): features must come out identical."""
+    from sparkforge import features
+
+    pdf = pd.DataFrame({"zeta": [1.0, 2.0, 3.0], "alpha": [10.0, 0.0, 5.0],
+                        "mid": ["a", "b", "a"]})
+    df = spark.createDataFrame(pdf)
+    stats = features.fit(df, ["zeta", "alpha"], ["mid"])
+    (tmp_path / "p.json").write_text(json.dumps(stats, sort_keys=True))
+    again = json.loads((tmp_path / "p.json").read_text())
+    a, _ = features.transform_pandas(pdf, stats)
+    b, _ = features.transform_pandas(pdf, again)
+    np.testing.assert_array_equal(a, b)

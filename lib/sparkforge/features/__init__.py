@@ -58,12 +58,16 @@ def transform_pandas(pdf: pd.DataFrame, stats: dict[str, Any]) -> tuple[Any, Any
     out = np.zeros((n, stats["dim"]), dtype=np.float32)
     unknown = np.zeros(n, dtype=bool)
     j = 0
-    for c, s in stats["numeric"].items():
+    # Column order is the sorted names: the JSON file is written with sorted keys, so
+    # this is the one order that survives the round trip to scoring.
+    for c in sorted(stats["numeric"]):
+        s = stats["numeric"][c]
         v = pdf[c].astype("float64").to_numpy()
         v = np.where(np.isnan(v), s["mean"], v)
         out[:, j] = (v - s["mean"]) / s["std"]
         j += 1
-    for c, cats in stats["categorical"].items():
+    for c in sorted(stats["categorical"]):
+        cats = stats["categorical"][c]
         index = {v: i for i, v in enumerate(cats)}
         vals = pdf[c].tolist()
         # Unknown bucket at the end of this column's block; nulls count as unknown too.
@@ -74,12 +78,14 @@ def transform_pandas(pdf: pd.DataFrame, stats: dict[str, Any]) -> tuple[Any, Any
     return out, unknown
 
 
-def transform(df: DataFrame, stats: dict[str, Any]) -> DataFrame:
-    """Replace the raw feature columns by one ``features`` array<float> column."""
+def transform(df: DataFrame, stats: dict[str, Any], keep: list[str] | None = None
+              ) -> DataFrame:
+    """Replace the raw feature columns (but those in ``keep``) by one ``features``
+    array<float> column."""
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    cols = list(stats["numeric"]) + list(stats["categorical"])
+    cols = sorted(stats["numeric"]) + sorted(stats["categorical"])
 
     @pandas_udf("array<float>")  # type: ignore[call-overload]
     def _encode(*series: pd.Series) -> pd.Series:
@@ -87,6 +93,6 @@ def transform(df: DataFrame, stats: dict[str, Any]) -> DataFrame:
         feats, _ = transform_pandas(pdf, stats)
         return pd.Series(list(feats))
 
-    rest = [c for c in df.columns if c not in cols]
+    rest = [c for c in df.columns if c not in cols or c in (keep or [])]
     return df.select(*rest, _encode(*[F.col(c) for c in cols]).alias("features"))
 

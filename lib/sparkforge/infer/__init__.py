@@ -26,13 +26,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SESSIONS: dict[str, ort.InferenceSession] = {}
-# Environment variable naming a file to which each session load appends a line
-# (tests count loads per worker with it).
+# Driver-side environment variable naming a file to which each session load appends
+# a line; read when the scoring plan is built and shipped in the closure.
 LOAD_LOG_ENV = "SPARKFORGE_SESSION_LOAD_LOG"
 
 
-def onnx_session(path: str, sha256: str, threads: int = 1) -> ort.InferenceSession:
-    """The cached InferenceSession for ``path``; loaded once per worker process."""
+def onnx_session(path: str, sha256: str, threads: int = 1,
+                 load_log: str | None = None) -> ort.InferenceSession:
+    """The cached InferenceSession for ``path``; loaded once per worker process.
+
+    ``load_log``: a file to which each load appends "pid sha256" (diagnostics; tests
+    count loads per worker with it)."""
     key = f"{sha256}:{threads}"
     sess = _SESSIONS.get(key)
     if sess is None:
@@ -52,8 +56,8 @@ def onnx_session(path: str, sha256: str, threads: int = 1) -> ort.InferenceSessi
         sess = ort.InferenceSession(path, opts, providers=providers)
         _SESSIONS[key] = sess
         log.info("loaded ONNX session %s (%s) in pid %d", path, sha256[:12], os.getpid())
-        if os.environ.get(LOAD_LOG_ENV):
-            with open(os.environ[LOAD_LOG_ENV], "a") as fh:
+        if load_log:
+            with open(load_log, "a") as fh:
                 fh.write(f"{os.getpid()} {sha256}\n")
     return sess
 
@@ -93,22 +97,29 @@ def predict(sess: ort.InferenceSession, feeds: dict[str, np.ndarray],
 
 def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
              labels: list[str], variant: str, batch_size: int = 256,
-             threads: int = 1) -> DataFrame:
+             threads: int = 1, passthrough: list[str] | None = None) -> DataFrame:
     """Score every row of ``df`` (id, label, split + model inputs).
 
     Output columns: id, label, prediction, probability (array<double>, in ``labels``
-    order; empty for regression), split, model_variant.
+    order; empty for regression), split, model_variant, then ``passthrough``.
     """
     import pandas as pd
+    from pyspark.sql import types as T
 
     regression = not labels
-    label_type = "double" if regression else "string"
-    schema = (f"id string, label {label_type}, prediction {label_type}, "
-              "probability array<double>, split string, model_variant string")
+    label_type = T.DoubleType() if regression else T.StringType()
+    keep = list(passthrough or [])
+    schema = T.StructType([
+        T.StructField("id", T.StringType()), T.StructField("label", label_type),
+        T.StructField("prediction", label_type),
+        T.StructField("probability", T.ArrayType(T.DoubleType())),
+        T.StructField("split", T.StringType()), T.StructField("model_variant", T.StringType()),
+        *[T.StructField(c, df.schema[c].dataType) for c in keep]])
     label_arr = np.array(labels, dtype=object)
+    load_log = os.environ.get(LOAD_LOG_ENV)
 
     def _score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        sess = onnx_session(model_path, sha256, threads)
+        sess = onnx_session(model_path, sha256, threads, load_log)
         for pdf in batches:
             if pdf.empty:
                 continue
@@ -120,8 +131,38 @@ def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
                 p = softmax(logits.astype(np.float64))
                 pred = label_arr[p.argmax(axis=1)]
                 prob = list(p)
-            yield pd.DataFrame({"id": pdf["id"].to_numpy(), "label": pdf["label"].to_numpy(),
+            res = pd.DataFrame({"id": pdf["id"].to_numpy(), "label": pdf["label"].to_numpy(),
                                 "prediction": pred, "probability": prob,
                                 "split": pdf["split"].to_numpy(), "model_variant": variant})
+            for c in keep:
+                res[c] = pdf[c].to_numpy()
+            yield res
 
-    return df.select("id", "label", "split", *inputs).mapInPandas(_score, schema)
+    return df.select("id", "label", "split", *inputs, *keep).mapInPandas(_score, schema)
+
+
+def embed_df(df: DataFrame, *, model_path: str, sha256: str, batch_size: int = 256,
+             threads: int = 1, passthrough: list[str] | None = None) -> DataFrame:
+    """Sentence embeddings (array<float>) of every row, from an encoder ONNX file."""
+    import pandas as pd
+    from pyspark.sql import types as T
+
+    keep = list(passthrough or [])
+    schema = T.StructType([T.StructField("id", T.StringType()),
+                           T.StructField("embedding", T.ArrayType(T.FloatType())),
+                           *[T.StructField(c, df.schema[c].dataType) for c in keep]])
+    names = ["input_ids", "attention_mask"]
+    load_log = os.environ.get(LOAD_LOG_ENV)
+
+    def _embed(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        sess = onnx_session(model_path, sha256, threads, load_log)
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            emb = predict(sess, model_inputs(pdf, names), batch_size)
+            res = pd.DataFrame({"id": pdf["id"].to_numpy(), "embedding": list(emb)})
+            for c in keep:
+                res[c] = pdf[c].to_numpy()
+            yield res
+
+    return df.select("id", *names, *keep).mapInPandas(_embed, schema)

@@ -17,21 +17,34 @@ log = logging.getLogger(__name__)
 def run_evaluate(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
+    from sparkforge.jobs.score import RUN_MANIFEST, published_dates
     from sparkforge.metrics import classification_metrics, regression_metrics, slice_metrics
     from sparkforge.report import write_report
 
     out = cfg.out
-    if not (out / "scores").exists():
-        raise ConfigError(f"output.dir={str(out)!r}: no scores/; run `sparkforge score` first")
+    dates = published_dates(out / "scores")
+    run_date = cfg.run.date or (dates[-1] if dates else "")
+    part = out / "scores" / f"run_date={run_date}"
+    if run_date not in dates:
+        raise ConfigError(f"run.date={run_date!r}: no published scores/run_date={run_date}/ "
+                          f"(published: {dates or 'none'}); run `sparkforge score` first")
     labels = read_json(out / "model" / "labels.json")
+    run_manifest = read_json(part / RUN_MANIFEST)
     selection = read_json(out / "compressed" / "selection.json")
-    scores = spark.read.parquet(str(out / "scores")).filter(F.col("split") == "test")
+    scores = (spark.read.parquet(str(part))
+              .filter((F.col("split") == "test") & F.col("label").isNotNull()))
     variants: dict[str, Any] = {}
     for variant in selection["paths"]:
         rows = scores.filter(F.col("model_variant") == variant)
         variants[variant] = (regression_metrics(rows) if cfg.is_regression
                              else classification_metrics(rows, labels))
-    metrics: dict[str, Any] = {"variants": variants, "selected": selection["selected"]}
+    metrics: dict[str, Any] = {"variants": variants, "selected": selection["selected"],
+                               "run_date": run_date}
+    if not cfg.is_regression:
+        from sparkforge.metrics.curves import binned_curves
+
+        sel_rows = scores.filter(F.col("model_variant") == selection["selected"])
+        metrics["curves"] = binned_curves(sel_rows, labels)
     if cfg.evaluate.slice_by and not cfg.is_regression:
         sel_rows = scores.filter(F.col("model_variant") == selection["selected"])
         metrics["slices"] = slice_metrics(sel_rows, labels, cfg.evaluate.slice_by)
@@ -40,9 +53,9 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict[str, Any]:
 
         metrics["baseline"] = run_baseline(spark, cfg)
     write_json_atomic(out / "metrics.json", metrics)
-    manifest = update_manifest(out, "evaluate", {"metrics": "metrics.json",
+    manifest = update_manifest(out, "evaluate", {"metrics": "metrics.json", "run_date": run_date,
                                                  "selected": selection["selected"]})
-    write_report(out, cfg.task, metrics, manifest)
+    write_report(out, cfg.task, metrics, manifest, run_manifest)
     print(summary_table(metrics, cfg.is_regression), flush=True)
     return metrics
 

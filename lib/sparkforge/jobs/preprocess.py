@@ -48,6 +48,27 @@ def _text_stats(df: DataFrame, max_length: int, unk_id: int | None) -> dict[str,
             "truncation_rate": row["trunc"], "unknown_token_rate": row["unk_rate"]}
 
 
+N_TOKENS = "n_tokens"
+
+
+def with_token_count(df: DataFrame) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return df.withColumn(N_TOKENS, F.aggregate("attention_mask", F.lit(0),
+                                                lambda acc, x: acc + x))
+
+
+def drift_reference(df: DataFrame, numeric: list[str], categorical: list[str],
+                    raw_train: DataFrame) -> dict[str, Any]:
+    """Training distributions that scoring runs are compared with (PSI)."""
+    from sparkforge.metrics.drift import numeric_edges, profile
+
+    numeric_src = df if N_TOKENS in numeric else raw_train
+    ref = profile(numeric_src, numeric_edges(numeric_src, numeric), [])
+    ref.update(profile(raw_train, {}, categorical))
+    return ref
+
+
 def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
@@ -62,7 +83,7 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     kept = prep.kept.cache()
     n_kept = kept.count()
     n_in = n_kept + n_quarantined
-    q_path = out / "quarantine"
+    q_path = out / "quarantine" / "preprocess"
     prep.quarantine.write.mode("overwrite").parquet(str(q_path))
 
     labels: list[str] = []
@@ -107,6 +128,13 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
                                  cfg.tokenizer.max_length, unk))
     label_dist = ({r["label"]: r["count"] for r in written.groupBy("label").count().collect()}
                   if labels else {})
+    train_rows = written.filter(F.col("split") == "train")
+    reference = drift_reference(train_rows if not cfg.is_text else with_token_count(train_rows),
+                                [N_TOKENS] if cfg.is_text else prep.numeric_columns,
+                                [] if cfg.is_text else prep.categorical_columns,
+                                kept.filter(F.col("split") == "train"))
+    write_json_atomic(model_dir / "reference.json", reference)
+    artifacts.append(model_dir / "reference.json")
     kept.unpersist()
 
     summary = {

@@ -1,9 +1,16 @@
-"""Stage 2: preprocessed/ -> model/ (weights, spec, history) via TorchDistributor."""
+"""Stage 2: preprocessed/ -> model/ (weights, spec, history) via TorchDistributor.
+
+The driver validates resources before anything is launched (more processes than task
+slots fails at once, naming ``train.num_processes``), then TorchDistributor runs
+:func:`sparkforge.train.loop.train_fn` on ``train.num_processes`` ranks: torchrun on the
+driver with ``train.local_mode=true``, barrier tasks on the executors otherwise.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sparkforge.artifacts import read_json, update_manifest, write_json_atomic
@@ -14,6 +21,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TEXT_MODELS = ("embedding_bag", "transformer", "minilm")
+# petastorm's converter cache: set it in spark.conf to put the cache elsewhere.
+PETASTORM_CACHE_CONF = "petastorm.spark.converter.parentCacheDirUrl"
+
 
 def model_spec(cfg: Config, pretrained: bool) -> dict[str, Any]:
     """The JSON spec ``build_model`` rebuilds the network from (saved as model/model.json)."""
@@ -22,14 +33,22 @@ def model_spec(cfg: Config, pretrained: bool) -> dict[str, Any]:
     num_outputs = 1 if cfg.is_regression else len(labels)
     t = cfg.train
     name = cfg.model_name
+    if (name in TEXT_MODELS) != cfg.is_text:
+        raise ConfigError(f"train.model={name!r}: " + (
+            "text models need task=text_classification; use mlp for tabular tasks"
+            if not cfg.is_text else "mlp is for tabular tasks; use embedding_bag, "
+            "transformer or minilm for text"))
     spec: dict[str, Any] = {"name": name, "num_outputs": num_outputs, "dropout": t.dropout}
     if name == "mlp":
         spec.update(input_dim=read_json(out / "preprocessor.json")["dim"], hidden_dim=t.hidden_dim)
-    elif name == "embedding_bag":
+    elif name in ("embedding_bag", "transformer"):
         from tokenizers import Tokenizer
 
         vocab = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
         spec.update(vocab_size=vocab, hidden_dim=t.hidden_dim)
+        if name == "transformer":
+            spec.update(num_layers=t.num_layers, num_heads=t.num_heads,
+                        ffn_dim=4 * t.hidden_dim, max_length=cfg.tokenizer.max_length)
     elif name == "minilm":
         spec.update(freeze_encoder=t.freeze_encoder, pretrained=pretrained)
     return spec
@@ -45,68 +64,155 @@ def _use_gpu(spark: SparkSession, cfg: Config) -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _check_resources(spark: SparkSession, cfg: Config, use_gpu: bool) -> int:
+def _num_executors(spark: SparkSession) -> int:
+    sc = spark.sparkContext
+    if (sc.master or "").startswith("local"):
+        return 1
+    try:  # executors registered now, less the driver's entry
+        return max(1, len(sc.statusTracker().getExecutorInfos()) - 1)
+    except Exception:  # pragma: no cover - defensive: status API unavailable
+        return 1
+
+
+def check_resources(spark: SparkSession, cfg: Config, use_gpu: bool) -> int:
     """Fail at once, naming the setting, instead of letting a barrier stage wait forever.
 
     Returns torch threads per rank (= cores per task)."""
     t = cfg.train
     if t.local_mode:
+        if use_gpu:
+            import torch
+
+            gpus = torch.cuda.device_count()
+            if t.num_processes > gpus:
+                raise ConfigError(
+                    f"train.num_processes={t.num_processes}: train.local_mode=true with GPUs "
+                    f"runs one process per driver GPU and {gpus} are visible. Lower "
+                    "train.num_processes or set train.use_gpu=false")
         cores = os.cpu_count() or 1
+        if t.num_processes > cores:
+            log.warning("train.num_processes=%d exceeds the driver's %d cores: the ranks will "
+                        "share cores", t.num_processes, cores)
         return max(1, cores // t.num_processes)
     task_cpus = int(spark.conf.get("spark.task.cpus", "1") or "1")
-    slots = spark.sparkContext.defaultParallelism // max(task_cpus, 1)
+    parallelism = spark.sparkContext.defaultParallelism
+    slots = parallelism // max(task_cpus, 1)
+    detail = f"default parallelism {parallelism} / spark.task.cpus={task_cpus}"
     if use_gpu:
-        gpus = spark.conf.get("spark.task.resource.gpu.amount", None)
-        if not gpus:
+        task_gpus = float(spark.conf.get("spark.task.resource.gpu.amount", "0") or "0")
+        if task_gpus <= 0:
             raise ConfigError("train.use_gpu=true with train.local_mode=false needs "
                               "spark.task.resource.gpu.amount set (e.g. --set "
                               "spark.conf.spark.task.resource.gpu.amount=1)")
+        executor_gpus = float(spark.conf.get("spark.executor.resource.gpu.amount", "0") or "0")
+        if executor_gpus > 0:
+            gpu_slots = int(executor_gpus // task_gpus) * _num_executors(spark)
+            if gpu_slots < slots:
+                slots = gpu_slots
+                detail = (f"{_num_executors(spark)} executor(s) x spark.executor.resource.gpu."
+                          f"amount={executor_gpus:g} / spark.task.resource.gpu.amount="
+                          f"{task_gpus:g}")
     if t.num_processes > slots:
         raise ConfigError(
             f"train.num_processes={t.num_processes}: the cluster offers only {slots} task "
-            f"slot(s) (default parallelism {spark.sparkContext.defaultParallelism} / "
-            f"spark.task.cpus={task_cpus}); a barrier stage would wait forever. Lower "
+            f"slot(s) ({detail}); a barrier stage would wait forever. Lower "
             "train.num_processes or add executors")
     return task_cpus
 
 
-def run_train(spark: SparkSession, cfg: Config) -> dict[str, Any]:
-    from pyspark.ml.torch.distributor import TorchDistributor
+def _class_weights(cfg: Config, labels: list[str]) -> list[float] | None:
+    if not (cfg.train.class_weights and labels):
+        return None
+    dist_ = read_json(cfg.out / "manifest.json").get("preprocess", {}).get(
+        "label_distribution", {})
+    total = sum(dist_.values())
+    return [total / (len(labels) * max(dist_.get(lab, 1), 1)) for lab in labels]
 
-    from sparkforge.train.loop import BEST_WEIGHTS, train_fn
 
-    out = cfg.out
-    model_dir = out / "model"
-    if not (out / "preprocessed").exists():
-        raise ConfigError(f"output.dir={str(out)!r}: no preprocessed/ folder; run "
-                          "`sparkforge preprocess` with this config first")
-    use_gpu = _use_gpu(spark, cfg)
-    threads = _check_resources(spark, cfg, use_gpu)
+def _petastorm_converter(spark: SparkSession, cfg: Config, columns: list[str]) -> Any:
+    """Materialise the train split for petastorm (driver side), >= 8 row groups per rank."""
+    try:
+        from petastorm.spark import make_spark_converter
+    except ImportError as e:
+        raise ConfigError(
+            "train.loader='petastorm' needs petastorm 0.12.1 to be installed; it cannot import "
+            "with pyarrow >= 15 or numpy >= 2, so it runs in its own environment: `make "
+            "setup-petastorm`, then .venv-petastorm/bin/sparkforge train ...") from e
+    if not spark.conf.get(PETASTORM_CACHE_CONF, None):
+        cache = (cfg.out / "petastorm_cache").resolve()
+        cache.mkdir(parents=True, exist_ok=True)
+        spark.conf.set(PETASTORM_CACHE_CONF, cache.as_uri())
+    df = spark.read.parquet(str(cfg.out / "preprocessed" / "split=train")).select(*columns)
+    # Many small row groups: petastorm deals whole row groups to ranks, so shards then
+    # differ by a few rows at most, and no rank gets none.
+    parts = max(8 * cfg.train.num_processes, df.rdd.getNumPartitions())
+    return make_spark_converter(df.repartition(parts))
+
+
+def train_params(spark: SparkSession, cfg: Config, use_gpu: bool, threads: int
+                 ) -> dict[str, Any]:
+    """What every rank's ``train_fn`` gets (picklable)."""
     t = cfg.train
-    class_weights = None
-    pre = read_json(out / "manifest.json").get("preprocess", {})
-    labels = read_json(model_dir / "labels.json")
-    if t.class_weights and labels:
-        dist_ = pre.get("label_distribution", {})
-        total = sum(dist_.values())
-        class_weights = [total / (len(labels) * max(dist_.get(lab, 1), 1)) for lab in labels]
-    params = {
+    out = cfg.out
+    labels = read_json(out / "model" / "labels.json")
+    return {
         "pre_dir": str((out / "preprocessed").resolve()),
-        "model_dir": str(model_dir.resolve()),
+        "model_dir": str((out / "model").resolve()),
         "spec": model_spec(cfg, pretrained=True),
         "inputs": ["input_ids", "attention_mask"] if cfg.is_text else ["features"],
         "task": "regression" if cfg.is_regression else "classification",
         "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
         "weight_decay": t.weight_decay, "warmup_ratio": t.warmup_ratio,
         "grad_clip": t.grad_clip, "seed": t.seed, "patience": t.early_stopping_patience,
-        "class_weights": class_weights, "threads": threads, "use_cuda": use_gpu,
-        "resume": t.resume, "max_steps_per_epoch": t.max_steps_per_epoch,
+        "class_weights": _class_weights(cfg, labels), "threads": threads, "use_cuda": use_gpu,
+        # The driver clears old checkpoints unless train.resume, so whatever a rank finds
+        # was written by this run: a retried barrier stage continues from it.
+        "resume": True, "max_steps_per_epoch": t.max_steps_per_epoch,
+        "grad_accum_steps": t.grad_accum_steps, "fsdp": t.fsdp, "loader": t.loader,
     }
+
+
+def run_train(spark: SparkSession, cfg: Config, *,
+              _fail_at: dict[str, int] | None = None) -> dict[str, Any]:
+    """Train and write model/; ``_fail_at`` ({rank, epoch, step}) kills a rank (tests only)."""
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from sparkforge.train import checkpoint
+    from sparkforge.train.loop import BEST_WEIGHTS, CHECKPOINT_DIR, train_fn
+
+    out = cfg.out
+    model_dir = out / "model"
+    if not (out / "preprocessed").exists():
+        raise ConfigError(f"output.dir={str(out)!r}: no preprocessed/ folder; run "
+                          "`sparkforge preprocess` with this config first")
+    t = cfg.train
+    use_gpu = _use_gpu(spark, cfg)
+    threads = check_resources(spark, cfg, use_gpu)
+    params = train_params(spark, cfg, use_gpu, threads)
+    ckpt_root = model_dir / CHECKPOINT_DIR
+    last = checkpoint.latest(ckpt_root)
+    if not t.resume:
+        checkpoint.clear(ckpt_root)
+    elif last is None:
+        log.warning("train.resume=true but %s holds no complete checkpoint; starting fresh",
+                    ckpt_root)
+    if _fail_at:
+        params["_fail_at"] = dict(_fail_at)
+    converter = None
+    if t.loader == "petastorm":
+        converter = _petastorm_converter(spark, cfg, [*params["inputs"], "label"
+                                                      if cfg.is_regression else "label_index"])
+        params["converter"] = converter
     log.info("TorchDistributor: %d process(es), local_mode=%s, use_gpu=%s, model %s, "
-             "%d thread(s) per rank", t.num_processes, t.local_mode, use_gpu, cfg.model_name,
-             threads)
-    result = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode,
-                              use_gpu=use_gpu).run(train_fn, params)
+             "loader %s, %s, %d thread(s) per rank%s", t.num_processes, t.local_mode, use_gpu,
+             cfg.model_name, t.loader, "FSDP" if t.fsdp else "DDP", threads,
+             f", resuming from {last}" if t.resume and last else "")
+    try:
+        result = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode,
+                                  use_gpu=use_gpu).run(train_fn, params)
+    finally:
+        if converter is not None:
+            converter.delete()
     if not isinstance(result, dict):
         raise RuntimeError(f"training returned {result!r} instead of its history")
     if not (model_dir / BEST_WEIGHTS).exists():
@@ -114,9 +220,19 @@ def run_train(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     write_json_atomic(model_dir / "model.json", model_spec(cfg, pretrained=False))
     write_json_atomic(model_dir / "history.json", result["history"])
     summary = {"model": cfg.model_name, "num_processes": t.num_processes,
-               "local_mode": t.local_mode, "use_gpu": use_gpu,
+               "local_mode": t.local_mode, "use_gpu": use_gpu, "loader": t.loader,
+               "fsdp": t.fsdp, "grad_accum_steps": t.grad_accum_steps,
                "epochs_run": len(result["history"]),
+               "resumed_from_epoch": result.get("resumed_from_epoch"),
+               "steps_per_epoch": result.get("steps_per_epoch"),
                "best_val_metric": result["best_val_metric"], "history": result["history"]}
     update_manifest(out, "train", summary,
                     [model_dir / BEST_WEIGHTS, model_dir / "model.json"])
     return summary
+
+
+def checkpoint_epochs(out: Path) -> list[int]:
+    """Epochs with a complete checkpoint under ``out/model/checkpoint`` (for tests, tooling)."""
+    from sparkforge.train import checkpoint
+
+    return [e for e, _ in checkpoint.complete(out / "model" / checkpoint.CHECKPOINT_DIR)]

@@ -5,6 +5,7 @@ scoring::
 
     {"name": "mlp", "num_outputs": 3, "input_dim": 20}
     {"name": "embedding_bag", "num_outputs": 2, "vocab_size": 30522, "bigram_buckets": 65536}
+    {"name": "transformer", "num_outputs": 2, "vocab_size": 30522, "num_layers": 2}
     {"name": "minilm", "num_outputs": 2, "freeze_encoder": false, "pretrained": true}
 
 Torch is imported only when a model is built or weights are moved, so the
@@ -44,6 +45,9 @@ _SPEC_KEYS: dict[str, dict[str, Any]] = {
             "dropout": 0.1, "activation": "relu"},
     "embedding_bag": {"num_outputs": _REQUIRED, "vocab_size": _REQUIRED, "embed_dim": 128,
                       "hidden_dim": 128, "dropout": 0.1, "pad_id": 0, "bigram_buckets": 0},
+    "transformer": {"num_outputs": _REQUIRED, "vocab_size": _REQUIRED, "hidden_dim": 128,
+                    "num_layers": 2, "num_heads": 4, "ffn_dim": 512, "max_length": 512,
+                    "dropout": 0.1},
     "minilm": {"num_outputs": _REQUIRED, "dropout": 0.1, "freeze_encoder": False,
                "pretrained": True},
 }
@@ -83,6 +87,9 @@ def build_model(spec: Mapping[str, Any]) -> torch.nn.Module:
     if name == "embedding_bag":
         from sparkforge.models.embedding_bag import EmbeddingBagClassifier
         return EmbeddingBagClassifier(**kwargs)
+    if name == "transformer":
+        from sparkforge.models.transformer import TransformerClassifier
+        return TransformerClassifier(**kwargs)
     from sparkforge.models.minilm import MiniLMClassifier
     return MiniLMClassifier(**kwargs)
 

@@ -102,7 +102,10 @@ class BertSelfAttention(nn.Module):
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
         probs = self.dropout(torch.softmax(scores + additive_mask, dim=-1))
         ctx = torch.matmul(probs, v).transpose(1, 2)
-        return ctx.reshape(hidden.shape)
+        # num_heads * head_dim, not hidden.shape: structured pruning (compress/prune.py)
+        # may leave a layer with fewer heads than hidden_size / head_dim.
+        b, t, _ = hidden.shape
+        return ctx.reshape(b, t, self.num_heads * self.head_dim)
 
 
 class BertSelfOutput(nn.Module):

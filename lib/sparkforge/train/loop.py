@@ -1,41 +1,34 @@
-"""The training function each DDP rank runs (launched by TorchDistributor or torchrun).
+"""The training function every rank runs (under TorchDistributor, torchrun, or alone).
 
-Pure torch + pyarrow: no Spark here. ``train_fn(params)`` takes a plain dict so
-it pickles by reference, and returns the same dict on every rank (TorchDistributor
-with ``local_mode=True`` hands back whichever rank finishes last).
+``train_fn(params)`` is pure torch: DDP (or FSDP2 with ``params["fsdp"]``) on gloo (CPU)
+or NCCL (GPU), AdamW with linear warmup + linear decay, gradient clipping, gradient
+accumulation, class weights, bf16 autocast on GPU, validation on every rank's share of
+the val split, early stopping, and a checkpoint after every epoch (see
+:mod:`sparkforge.train.checkpoint`). Artifacts are written by rank 0 only; every rank
+returns the same value (rank 0's, broadcast), because with ``local_mode=True``
+TorchDistributor returns whichever rank finished last.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sparkforge.train import checkpoint
+
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = checkpoint.CHECKPOINT_DIR
 BEST_WEIGHTS = "model.safetensors"
-
-
-def _atomic_dir_write(final: Path, write: Any) -> None:
-    """Write into a sibling temp folder, then swap it in with renames (rank 0 only)."""
-    import shutil
-
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int) -> Any:
@@ -47,13 +40,75 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Any:
     return f
 
 
+def _seed_all(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "numpy": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        "numpy_pos": int(np_state[2]),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32),
+                         state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _maybe_fail(params: dict[str, Any], rank: int, epoch: int, step: int) -> None:
+    """Test hook: ``params["_fail_at"] = {"rank", "epoch", "step"}`` kills that rank there."""
+    at = params.get("_fail_at")
+    if at and (rank, epoch, step) == (at["rank"], at["epoch"], at["step"]):
+        print(f"[sparkforge] rank {rank}: injected failure at epoch {epoch} step {step}",
+              flush=True)
+        os._exit(1)
+
+
+def _shard(model: Any) -> None:
+    """FSDP2: each transformer layer and embedding table, then the root, sharded across ranks."""
+    from torch import nn
+    from torch.distributed.fsdp import fully_shard
+
+    from sparkforge.models.minilm import BertLayer
+
+    for module in list(model.modules()):
+        if module is not model and isinstance(module, (BertLayer, nn.Embedding)) and any(
+                p.requires_grad for p in module.parameters()):
+            fully_shard(module)
+    fully_shard(model)
+
+
+def _local_numel(model: Any) -> int:
+    return sum((p.to_local() if hasattr(p, "to_local") else p).numel()
+               for p in model.parameters())
+
+
 def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from sparkforge.models import build_model, load_weights, save_weights
-    from sparkforge.train.loader import ShardedLoader, read_split, trim_padding
+    from sparkforge.models import build_model
+    from sparkforge.train.loader import PAD_KEY, ArrowLoader, make_loader, trim_padding
 
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -65,82 +120,209 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(int(params["threads"]))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
+    t_launch = time.time()
 
     seed = int(params["seed"])
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+    fsdp = bool(params.get("fsdp"))
     regression = params["task"] == "regression"
     inputs: list[str] = params["inputs"]
     target = "label" if regression else "label_index"
     pre = Path(params["pre_dir"])
     model_dir = Path(params["model_dir"])
+    ckpt_root = model_dir / CHECKPOINT_DIR
+    epochs = int(params["epochs"])
+    batch_size = int(params["batch_size"])
+    accum = max(1, int(params.get("grad_accum_steps", 1)))
 
-    train_data = read_split(pre / "split=train", [*inputs, target])
-    loader = ShardedLoader(train_data, rank, world, int(params["batch_size"]), seed)
-    val_data = read_split(pre / "split=val", [*inputs, target]) if rank == 0 else {}
+    # Same seed on every rank for the model build: FSDP shards each rank's own copy.
+    _seed_all(seed)
+    model = build_model(params["spec"])
+    resume_dir = checkpoint.latest(ckpt_root) if params.get("resume") else None
+    state: dict[str, Any] = {}
+    if resume_dir is not None:
+        weights, state = checkpoint.load(resume_dir)
+        if bool(state.get("fsdp")) != fsdp:
+            raise RuntimeError(f"{resume_dir} was written with train.fsdp={state.get('fsdp')}; "
+                               f"resume with the same setting (or train.resume=false)")
+        model.load_state_dict(weights, strict=True)
+    model.to(device)
+    _seed_all(seed + 1_000_003 * rank)  # dropout differs across ranks
 
-    model = build_model(params["spec"]).to(device)
+    # Test hook: params["_trace_dir"] makes every rank record the ids it trained on.
+    trace_dir = Path(params["_trace_dir"]) if params.get("_trace_dir") else None
+    loader = make_loader(params.get("loader", "arrow"),
+                         columns=[*inputs, target, *(["id"] if trace_dir else [])], rank=rank,
+                         world=world, batch_size=batch_size, seed=seed,
+                         path=pre / "split=train", converter=params.get("converter"))
+    val_loader = ArrowLoader(pre / "split=val", [*inputs, target], rank, world,
+                             batch_size * 4, seed, shuffle=False)
+
+    full_numel = sum(p.numel() for p in model.parameters())
+    wrapped: torch.nn.Module
+    if fsdp:
+        _shard(model)
+        wrapped = model
+    elif world > 1:
+        wrapped = DDP(model, device_ids=[local_rank] if use_cuda else None)
+    else:
+        wrapped = model
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=float(params["lr"]),
                             weight_decay=float(params["weight_decay"]))
     steps_per_epoch = len(loader)
     if params.get("max_steps_per_epoch"):
         steps_per_epoch = min(steps_per_epoch, int(params["max_steps_per_epoch"]))
-    total = steps_per_epoch * int(params["epochs"])
+    if steps_per_epoch < 1:
+        raise RuntimeError(f"{pre / 'split=train'} holds no rows; nothing to train on")
+    opt_steps_per_epoch = math.ceil(steps_per_epoch / accum)
+    total = opt_steps_per_epoch * epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _lr_lambda(total, int(total * float(params["warmup_ratio"]))))
 
     start_epoch, best, bad_epochs = 0, -math.inf, 0
     history: list[dict[str, Any]] = []
-    ckpt = model_dir / CHECKPOINT_DIR
-    if params.get("resume") and (ckpt / "state.pt").exists():
-        state = torch.load(ckpt / "state.pt", weights_only=True, map_location="cpu")
-        load_weights(model, ckpt / "last.safetensors")
-        opt.load_state_dict(state["optimizer"])
+    if resume_dir is not None:
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_optimizer_state_dict,
+            )
+            set_optimizer_state_dict(model, opt, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        start_epoch, best, bad_epochs = int(state["epoch"]) + 1, float(state["best"]), \
-            int(state["bad_epochs"])
+        saved_rngs = state.get("rng", [])
+        if len(saved_rngs) == world:
+            _set_rng_state(saved_rngs[rank])
+        else:  # another world size: a fresh, still deterministic, stream per rank
+            _seed_all(seed + 1_000_003 * rank + int(state["epoch"]) + 1)
+        start_epoch, best = int(state["epoch"]) + 1, float(state["best"])
+        bad_epochs = int(state["bad_epochs"])
         history = list(state.get("history", []))
         if rank == 0:
-            log.info("resuming after epoch %d from %s", start_epoch - 1, ckpt)
+            print(f"[sparkforge] resuming after epoch {start_epoch - 1} from {resume_dir}",
+                  flush=True)
 
-    ddp: torch.nn.Module = DDP(model) if world > 1 else model
     weight = (torch.tensor(params["class_weights"], dtype=torch.float32, device=device)
               if params.get("class_weights") else None)
-    loss_fn: torch.nn.Module = (torch.nn.MSELoss() if regression
-                                else torch.nn.CrossEntropyLoss(weight=weight))
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else None
+    grad_clip = float(params["grad_clip"])
 
     def to_t(batch: dict[str, np.ndarray]) -> list[Any]:
         return [torch.from_numpy(np.ascontiguousarray(batch[k])).to(device) for k in inputs]
 
-    def forward(xs: list[Any]) -> Any:
+    def forward(net: torch.nn.Module, xs: list[Any]) -> Any:
         if amp is None:
-            return ddp(*xs)
+            return net(*xs)
         with amp:
-            return ddp(*xs).float()
+            return net(*xs).float()
+
+    def loss_of(out: Any, y: Any, reduction: str = "mean") -> Any:
+        if regression:
+            return torch.nn.functional.mse_loss(out.squeeze(-1), y.float(), reduction=reduction)
+        return torch.nn.functional.cross_entropy(out, y.long(), weight=weight,
+                                                 reduction=reduction)
+
+    def sync_grads(last: bool) -> Any:
+        if fsdp:
+            model.set_requires_gradient_sync(last)  # type: ignore[operator]
+            return contextlib.nullcontext()
+        if world > 1 and not last:
+            return wrapped.no_sync()  # type: ignore[operator]
+        return contextlib.nullcontext()
+
+    def evaluate() -> dict[str, Any]:
+        # Every rank scores its share of val (FSDP needs all ranks in each forward).
+        net = wrapped if fsdp else model
+        net.eval()
+        sums = torch.zeros(4, dtype=torch.float64)  # loss, correct, squared error, rows
+        with torch.no_grad():
+            for raw in val_loader.epoch(0):
+                b = trim_padding(raw)
+                keep = torch.from_numpy(~b[PAD_KEY]).to(device)
+                out = forward(net, to_t(b)).float()
+                y = torch.from_numpy(b[target]).to(device)
+                per_row = (torch.nn.functional.mse_loss(out.squeeze(-1), y.float(),
+                                                        reduction="none") if regression
+                           else torch.nn.functional.cross_entropy(out, y.long(),
+                                                                  reduction="none"))
+                sums[0] += float(per_row[keep].sum())
+                sums[3] += float(keep.sum())
+                if regression:
+                    sums[2] += float(per_row[keep].sum())
+                else:
+                    sums[1] += float((out.argmax(-1) == y)[keep].sum())
+        if world > 1:
+            dist.all_reduce(sums)
+        net.train()
+        n = float(sums[3])
+        name = "val_neg_rmse" if regression else "val_accuracy"
+        if n == 0:
+            return {"val_loss": float("nan"), "val_metric": float("nan"), "metric_name": name,
+                    "val_rows": 0}
+        metric = -math.sqrt(float(sums[2]) / n) if regression else float(sums[1]) / n
+        return {"val_loss": float(sums[0]) / n, "val_metric": metric, "metric_name": name,
+                "val_rows": int(n)}
+
+    def gather_state() -> tuple[dict[str, Any], dict[str, Any]]:
+        """Full weights and optimizer state on rank 0 ({} elsewhere); collective under FSDP."""
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return (get_model_state_dict(model, options=opts),
+                    get_optimizer_state_dict(model, opt, options=opts))
+        if rank != 0:
+            return {}, {}
+        return dict(model.state_dict()), opt.state_dict()
+
+    def save_best(weights: dict[str, Any]) -> None:
+        from safetensors.torch import save_file
+
+        model_dir.mkdir(parents=True, exist_ok=True)
+        tmp = model_dir / f".{BEST_WEIGHTS}.tmp-{os.getpid()}"
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
+        tmp.replace(model_dir / BEST_WEIGHTS)
 
     stop = False
+    resumed_from = start_epoch if resume_dir is not None else None
     t_start = time.time()
-    for epoch in range(start_epoch, int(params["epochs"])):
-        ddp.train()
-        t0, seen, loss_sum = time.time(), 0, 0.0
+    for epoch in range(start_epoch, epochs):
+        wrapped.train()
+        t0, seen, loss_sum, steps = time.time(), 0, 0.0, 0
+        traced: list[Any] = []
+        opt.zero_grad(set_to_none=True)
         for step, raw in enumerate(loader.epoch(epoch)):
             if step >= steps_per_epoch:
                 break
+            _maybe_fail(params, rank, epoch, step)
+            if trace_dir is not None:
+                traced.extend(raw["id"].tolist())
+            group_start = (step // accum) * accum
+            in_group = min(accum, steps_per_epoch - group_start)
+            last = step - group_start == in_group - 1
             batch = trim_padding(raw)
             y = torch.from_numpy(batch[target]).to(device)
-            out = forward(to_t(batch))
-            loss = loss_fn(out.squeeze(-1), y.float()) if regression else loss_fn(out, y.long())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if float(params["grad_clip"]) > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, float(params["grad_clip"]))
-            opt.step()
-            sched.step()
+            with sync_grads(last):
+                loss = loss_of(forward(wrapped, to_t(batch)), y)
+                (loss / in_group).backward()
+            if last:
+                if grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
             loss_sum += float(loss.detach()) * len(y)
             seen += len(y)
+            steps += 1
+        if trace_dir is not None:
+            trace_dir.mkdir(parents=True, exist_ok=True)
+            (trace_dir / f"epoch{epoch}-rank{rank}.json").write_text(
+                json.dumps({"ids": traced, "steps": steps}))
         stats = torch.tensor([loss_sum, float(seen)], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(stats)
@@ -149,35 +331,37 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         record: dict[str, Any] = {"epoch": epoch,
                                   "train_loss": total_loss / max(total_seen, 1.0),
                                   "samples_per_s": total_seen / max(elapsed, 1e-9),
-                                  "epoch_s": elapsed}
+                                  "epoch_s": elapsed, "steps": steps,
+                                  "samples": int(total_seen),
+                                  "lr": float(sched.get_last_lr()[0])}
+        record.update(evaluate())
+        if math.isnan(record["val_metric"]):  # no val rows: early-stop on the train loss
+            record["val_metric"], record["metric_name"] = -record["train_loss"], "neg_train_loss"
+        weights, optim = gather_state()
+        rngs: list[Any] = [None] * world
+        if world > 1:
+            dist.all_gather_object(rngs, _rng_state())
+        else:
+            rngs = [_rng_state()]
         if rank == 0:
-            record.update(_evaluate(model, val_data, inputs, target, regression, device,
-                                    int(params["batch_size"]) * 4))
             metric = record["val_metric"]
-            improved = metric > best
-            if improved:
+            if metric > best:
                 best, bad_epochs = metric, 0
-                model_dir.mkdir(parents=True, exist_ok=True)
-                save_weights(model, model_dir / (BEST_WEIGHTS + ".tmp"))
-                (model_dir / (BEST_WEIGHTS + ".tmp")).replace(model_dir / BEST_WEIGHTS)
+                save_best(weights)
             else:
                 bad_epochs += 1
-
-            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "rng": torch.get_rng_state(), "epoch": epoch, "best": best,
-                     "bad_epochs": bad_epochs, "history": [*history, record]}
-
-            def _write(d: Path, s: dict[str, Any] = state) -> None:
-                save_weights(model, d / "last.safetensors")
-                torch.save(s, d / "state.pt")
-            _atomic_dir_write(ckpt, _write)
-            stop = bad_epochs >= int(params["patience"])
             record["elapsed_s"] = time.time() - t_start
             history.append(record)
+            checkpoint.save(ckpt_root, epoch, weights, {
+                "optimizer": optim, "scheduler": sched.state_dict(), "rng": rngs,
+                "epoch": epoch, "best": best, "bad_epochs": bad_epochs, "history": history,
+                "fsdp": fsdp, "world": world, "spec": dict(params["spec"])})
+            stop = bad_epochs >= int(params["patience"])
             print(f"[sparkforge] epoch {epoch}: train_loss={record['train_loss']:.4f} "
                   f"val_loss={record['val_loss']:.4f} {record['metric_name']}="
                   f"{record['val_metric']:.4f} samples/s={record['samples_per_s']:.1f} "
                   f"elapsed={record['elapsed_s']:.1f}s", flush=True)
+        del weights, optim
         if world > 1:
             flag = torch.tensor([1 if stop else 0])
             dist.broadcast(flag, src=0)
@@ -185,43 +369,20 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         if stop:
             break
 
-    result: list[Any] = [{"history": history, "best_val_metric": best}]
+    numel = [_local_numel(model)]
+    if world > 1:
+        numel = [0] * world
+        dist.all_gather_object(numel, _local_numel(model))
+    result: list[Any] = [{
+        "history": history, "best_val_metric": best, "resumed_from_epoch": resumed_from,
+        "steps_per_epoch": steps_per_epoch, "world_size": world, "fsdp": fsdp,
+        "loader": params.get("loader", "arrow"), "grad_accum_steps": accum,
+        "param_numel": full_numel, "param_numel_per_rank": numel,
+        "train_s": time.time() - t_launch,
+    }]
     if world > 1:
         dist.broadcast_object_list(result, src=0)
         dist.barrier()
         dist.destroy_process_group()
     final: dict[str, Any] = result[0]
     return final
-
-
-def _evaluate(model: Any, data: dict[str, np.ndarray], inputs: list[str], target: str,
-              regression: bool, device: Any, batch_size: int) -> dict[str, Any]:
-    """Validation loss and metric on rank 0 (accuracy, or -RMSE for regression)."""
-    import torch
-
-    from sparkforge.train.loader import ShardedLoader, trim_padding
-
-    model.eval()
-    n = len(data.get(target, []))
-    if n == 0:
-        return {"val_loss": float("nan"), "val_metric": 0.0,
-                "metric_name": "val_neg_rmse" if regression else "val_accuracy"}
-    loss_sum, correct, sq = 0.0, 0, 0.0
-    with torch.no_grad():
-        for raw in ShardedLoader(data, 0, 1, batch_size, 0, shuffle=False).epoch(0):
-            b = trim_padding(raw)
-            xs = [torch.from_numpy(np.ascontiguousarray(b[k])).to(device) for k in inputs]
-            out = model(*xs).float()
-            y = torch.from_numpy(b[target]).to(device)
-            if regression:
-                err = (out.squeeze(-1) - y.float()) ** 2
-                sq += float(err.sum())
-                loss_sum += float(err.sum())
-            else:
-                loss_sum += float(torch.nn.functional.cross_entropy(out, y.long(), reduction="sum"))
-                correct += int((out.argmax(-1) == y).sum())
-    model.train()
-    if regression:
-        return {"val_loss": loss_sum / n, "val_metric": -math.sqrt(sq / n),
-                "metric_name": "val_neg_rmse"}
-    return {"val_loss": loss_sum / n, "val_metric": correct / n, "metric_name": "val_accuracy"}
