@@ -113,6 +113,18 @@ def write_report(out: Path, task: str, metrics: dict[str, Any], manifest: dict[s
             ["reason", "rows"]))
         parts.append("<h3>Rows per split</h3>" + _table([pre.get("rows_per_split", {})],
                                                         ["train", "val", "test"]))
+        if pre.get("label_distribution"):
+            parts.append("<h3>Label distribution</h3>" + _table(
+                [{"label": k, "rows": v} for k, v in sorted(pre["label_distribution"].items())],
+                ["label", "rows"]))
+        text_keys = ["token_length_p50", "token_length_p90", "token_length_p99",
+                     "truncation_rate", "unknown_token_rate"]
+        if any(k in pre for k in text_keys):
+            parts.append("<h3>Tokens (train split)</h3>" + _table([pre], text_keys))
+        if pre.get("null_rates"):
+            parts.append("<h3>Null rate per column</h3>" + _table(
+                [{"column": k, "null_rate": v} for k, v in pre["null_rates"].items()],
+                ["column", "null_rate"]))
     rows = []
     for name, m in metrics["variants"].items():
         rows.append({"variant": name + (" (selected)" if name == metrics["selected"] else ""),

@@ -59,7 +59,8 @@ def test_messy_tabular_csv_quarantines_every_bad_row_with_its_reason(spark, tmp_
     assert summary["quarantine_reasons"] == expected
     assert summary["numeric_columns"] == ["age", "income"]
     assert summary["categorical_columns"] == ["city"]
-    q = spark.read.parquet(str(out / "quarantine" / "preprocess")).toPandas()  # a few rows: the bad ones
+    # a few rows: the bad ones
+    q = spark.read.parquet(str(out / "quarantine" / "preprocess")).toPandas()
     assert len(q) == sum(expected.values())
     assert set(q["stage"]) == {"preprocess"}
     forty = q[q["reason"] == "bad_type:age"]

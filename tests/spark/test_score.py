@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from sparkforge.config import Config, load_config
-from sparkforge.jobs import stage_fn
 from sparkforge.jobs import score as score_job
+from sparkforge.jobs import stage_fn
 
 ROOT = Path(__file__).resolve().parents[2]
 

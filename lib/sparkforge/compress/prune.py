@@ -20,6 +20,7 @@ output, and runs fewer FLOPs.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -89,12 +90,13 @@ def prune_sequential(seq: nn.Sequential, fraction: float) -> list[int]:
     """
     linear_at = [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
     widths = []
-    for a, b in zip(linear_at, linear_at[1:], strict=False):
+    for a, b in itertools.pairwise(linear_at):
         between = [seq[i] for i in range(a + 1, b)]
         if not all(isinstance(m, _ELEMENTWISE) for m in between):
             raise ValueError(f"cannot prune across {[type(m).__name__ for m in between]}")
         inp, out = seq[a], seq[b]
-        assert isinstance(inp, nn.Linear) and isinstance(out, nn.Linear)
+        assert isinstance(inp, nn.Linear)
+        assert isinstance(out, nn.Linear)
         idx = _top(_neuron_norms(inp, out), _n_keep(inp.out_features, fraction))
         seq[a], seq[b] = _linear_rows(inp, idx), _linear_cols(out, idx)
         widths.append(len(idx))
@@ -188,6 +190,8 @@ class RemappedEmbedding(nn.Module):
     ``token_map[original_id]`` is the row of ``table``; tokens that were dropped map to
     the ``[UNK]`` row. Exports as two Gathers, so the model's inputs do not change.
     """
+
+    token_map: torch.Tensor
 
     def __init__(self, table: nn.Embedding, token_map: torch.Tensor) -> None:
         super().__init__()

@@ -129,8 +129,11 @@ def _class_weights(cfg: Config, labels: list[str]) -> list[float] | None:
     return [total / (len(labels) * max(dist_.get(lab, 1), 1)) for lab in labels]
 
 
-def _petastorm_converter(spark: SparkSession, cfg: Config, columns: list[str]) -> Any:
-    """Materialise the train split for petastorm (driver side), >= 8 row groups per rank."""
+def petastorm_converter(spark: SparkSession, cfg: Config, columns: list[str]) -> Any:
+    """Materialise the train split for petastorm (driver side), >= 8 row groups per rank.
+
+    The cache goes under ``output.dir/petastorm_cache`` unless the session sets
+    ``petastorm.spark.converter.parentCacheDirUrl``; ``converter.delete()`` removes it."""
     try:
         from petastorm.spark import make_spark_converter
     except ImportError as e:
@@ -138,15 +141,20 @@ def _petastorm_converter(spark: SparkSession, cfg: Config, columns: list[str]) -
             "train.loader='petastorm' needs petastorm 0.12.1 to be installed; it cannot import "
             "with pyarrow >= 15 or numpy >= 2, so it runs in its own environment: `make "
             "setup-petastorm`, then .venv-petastorm/bin/sparkforge train ...") from e
-    if not spark.conf.get(PETASTORM_CACHE_CONF, None):
-        cache = (cfg.out / "petastorm_cache").resolve()
-        cache.mkdir(parents=True, exist_ok=True)
-        spark.conf.set(PETASTORM_CACHE_CONF, cache.as_uri())
     df = spark.read.parquet(str(cfg.out / "preprocessed" / "split=train")).select(*columns)
     # Many small row groups: petastorm deals whole row groups to ranks, so shards then
     # differ by a few rows at most, and no rank gets none.
     parts = max(8 * cfg.train.num_processes, df.rdd.getNumPartitions())
-    return make_spark_converter(df.repartition(parts))
+    ours = not spark.conf.get(PETASTORM_CACHE_CONF, None)
+    if ours:
+        cache = (cfg.out / "petastorm_cache").resolve()
+        cache.mkdir(parents=True, exist_ok=True)
+        spark.conf.set(PETASTORM_CACHE_CONF, cache.as_uri())
+    try:
+        return make_spark_converter(df.repartition(parts))
+    finally:
+        if ours:
+            spark.conf.unset(PETASTORM_CACHE_CONF)
 
 
 def train_params(spark: SparkSession, cfg: Config, use_gpu: bool, threads: int
@@ -173,8 +181,11 @@ def train_params(spark: SparkSession, cfg: Config, use_gpu: bool, threads: int
 
 
 def run_train(spark: SparkSession, cfg: Config, *,
-              _fail_at: dict[str, int] | None = None) -> dict[str, Any]:
-    """Train and write model/; ``_fail_at`` ({rank, epoch, step}) kills a rank (tests only)."""
+              _hooks: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train and write model/.
+
+    ``_hooks`` (tests only) are added to the ranks' params: ``_fail_at`` ({rank, epoch,
+    step}) kills that rank there; ``_trace_dir`` makes every rank record its ids."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from sparkforge.train import checkpoint
@@ -196,12 +207,12 @@ def run_train(spark: SparkSession, cfg: Config, *,
     elif last is None:
         log.warning("train.resume=true but %s holds no complete checkpoint; starting fresh",
                     ckpt_root)
-    if _fail_at:
-        params["_fail_at"] = dict(_fail_at)
+    params.update(_hooks or {})
     converter = None
     if t.loader == "petastorm":
-        converter = _petastorm_converter(spark, cfg, [*params["inputs"], "label"
-                                                      if cfg.is_regression else "label_index"])
+        target = "label" if cfg.is_regression else "label_index"
+        traced = ["id"] if params.get("_trace_dir") else []
+        converter = petastorm_converter(spark, cfg, [*params["inputs"], target, *traced])
         params["converter"] = converter
     log.info("TorchDistributor: %d process(es), local_mode=%s, use_gpu=%s, model %s, "
              "loader %s, %s, %d thread(s) per rank%s", t.num_processes, t.local_mode, use_gpu,
@@ -225,6 +236,8 @@ def run_train(spark: SparkSession, cfg: Config, *,
                "epochs_run": len(result["history"]),
                "resumed_from_epoch": result.get("resumed_from_epoch"),
                "steps_per_epoch": result.get("steps_per_epoch"),
+               "param_numel": result.get("param_numel"),
+               "param_numel_per_rank": result.get("param_numel_per_rank"),
                "best_val_metric": result["best_val_metric"], "history": result["history"]}
     update_manifest(out, "train", summary,
                     [model_dir / BEST_WEIGHTS, model_dir / "model.json"])

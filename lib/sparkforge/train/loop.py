@@ -74,24 +74,33 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+class InjectedFailure(RuntimeError):
+    """Raised by the ``_fail_at`` test hook when it is told not to kill the process."""
+
+
 def _maybe_fail(params: dict[str, Any], rank: int, epoch: int, step: int) -> None:
-    """Test hook: ``params["_fail_at"] = {"rank", "epoch", "step"}`` kills that rank there."""
+    """Test hook: ``params["_fail_at"] = {"rank", "epoch", "step"}`` kills that rank there
+    (``"raise": true``: raises :class:`InjectedFailure` instead, for in-process tests)."""
     at = params.get("_fail_at")
     if at and (rank, epoch, step) == (at["rank"], at["epoch"], at["step"]):
         print(f"[sparkforge] rank {rank}: injected failure at epoch {epoch} step {step}",
               flush=True)
+        if at.get("raise"):
+            raise InjectedFailure(f"rank {rank} epoch {epoch} step {step}")
         os._exit(1)
 
 
 def _shard(model: Any) -> None:
-    """FSDP2: each transformer layer and embedding table, then the root, sharded across ranks."""
-    from torch import nn
+    """FSDP2: each encoder layer and the embeddings block, then the root (the rest)."""
     from torch.distributed.fsdp import fully_shard
 
-    from sparkforge.models.minilm import BertLayer
+    from sparkforge.models.minilm import BertEmbeddings, BertLayer
 
+    # Whole blocks only: a block may read its parameters outside their own forward
+    # (BertEmbeddings adds token_type_embeddings.weight[0] directly), which a separately
+    # sharded nn.Embedding would not allow.
     for module in list(model.modules()):
-        if module is not model and isinstance(module, (BertLayer, nn.Embedding)) and any(
+        if module is not model and isinstance(module, (BertLayer, BertEmbeddings)) and any(
                 p.requires_grad for p in module.parameters()):
             fully_shard(module)
     fully_shard(model)
@@ -295,6 +304,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         wrapped.train()
         t0, seen, loss_sum, steps = time.time(), 0, 0.0, 0
         traced: list[Any] = []
+        traced_pad = 0
         opt.zero_grad(set_to_none=True)
         for step, raw in enumerate(loader.epoch(epoch)):
             if step >= steps_per_epoch:
@@ -302,6 +312,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
             _maybe_fail(params, rank, epoch, step)
             if trace_dir is not None:
                 traced.extend(raw["id"].tolist())
+                traced_pad += int(raw[PAD_KEY].sum())
             group_start = (step // accum) * accum
             in_group = min(accum, steps_per_epoch - group_start)
             last = step - group_start == in_group - 1
@@ -322,7 +333,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         if trace_dir is not None:
             trace_dir.mkdir(parents=True, exist_ok=True)
             (trace_dir / f"epoch{epoch}-rank{rank}.json").write_text(
-                json.dumps({"ids": traced, "steps": steps}))
+                json.dumps({"ids": traced, "pad_rows": traced_pad, "steps": steps}))
         stats = torch.tensor([loss_sum, float(seen)], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(stats)

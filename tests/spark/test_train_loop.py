@@ -1,0 +1,112 @@
+"""The rank function in-process (one rank, no Spark): accumulation, checkpoints, models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from _train_helpers import make_run
+from safetensors.torch import load_file
+
+from sparkforge.models import build_model
+from sparkforge.train import checkpoint
+from sparkforge.train.loop import InjectedFailure, train_fn
+
+
+def _params(root: Path, **over: Any) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "pre_dir": str(root / "preprocessed"), "model_dir": str(root / "model"),
+        "spec": {"name": "mlp", "num_outputs": 2, "input_dim": 6, "hidden_dim": 16,
+                 "dropout": 0.0},
+        "inputs": ["features"], "task": "classification", "epochs": 1, "batch_size": 16,
+        "lr": 1e-2, "weight_decay": 0.01, "warmup_ratio": 0.0, "grad_clip": 1.0, "seed": 7,
+        "patience": 5, "class_weights": None, "threads": 1, "use_cuda": False,
+        "resume": False, "grad_accum_steps": 1}
+    p.update(over)
+    return p
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tmp_path: Path) -> None:
+    """2 micro-batches of 8 per step == batches of 16: same rows, same updates."""
+    a = make_run(tmp_path / "a")
+    b = make_run(tmp_path / "b")
+    ra = train_fn(_params(a, batch_size=16, max_steps_per_epoch=12))
+    rb = train_fn(_params(b, batch_size=8, grad_accum_steps=2, max_steps_per_epoch=24))
+    wa = load_file(str(a / "model" / "model.safetensors"))
+    wb = load_file(str(b / "model" / "model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+    assert ra["history"][0]["samples"] == rb["history"][0]["samples"] == 192
+    assert ra["history"][0]["lr"] == pytest.approx(rb["history"][0]["lr"])
+
+
+def test_checkpoints_every_epoch_and_resume_continues(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "run")
+    first = train_fn(_params(root, epochs=2, class_weights=[1.0, 1.5]))
+    folder = checkpoint.latest(root / "model" / "checkpoint")
+    assert folder is not None
+    assert folder.name == "epoch-0001"
+    weights, state = checkpoint.load(folder)
+    assert set(state) >= {"optimizer", "scheduler", "rng", "epoch", "best", "bad_epochs",
+                          "history"}
+    assert state["epoch"] == 1
+    assert len(state["rng"]) == 1
+    build_model(_params(root)["spec"]).load_state_dict(weights, strict=True)
+    # A half-written checkpoint (killed mid-write) is never picked.
+    (root / "model" / "checkpoint" / ".epoch-0002.tmp-123").mkdir()
+    (root / "model" / "checkpoint" / "epoch-0003").mkdir()  # no files: incomplete
+    assert checkpoint.latest(root / "model" / "checkpoint") == folder
+    resumed = train_fn(_params(root, epochs=4, resume=True, class_weights=[1.0, 1.5]))
+    assert resumed["resumed_from_epoch"] == 2
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]
+    assert resumed["history"][:2] == first["history"]
+    assert [e for e, _ in checkpoint.complete(root / "model" / "checkpoint")] == [3]
+    assert not list((root / "model" / "checkpoint").glob(".epoch-*"))
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Model, optimizer, scheduler and RNG state all come back: same weights either way."""
+    straight = make_run(tmp_path / "straight")
+    split = make_run(tmp_path / "split")
+    spec = {"name": "mlp", "num_outputs": 2, "input_dim": 6, "hidden_dim": 16, "dropout": 0.3}
+    train_fn(_params(straight, epochs=3, spec=spec))
+    with pytest.raises(InjectedFailure):
+        train_fn(_params(split, epochs=3, spec=spec,
+                         _fail_at={"rank": 0, "epoch": 1, "step": 3, "raise": True}))
+    assert checkpoint.latest(split / "model" / "checkpoint").name == "epoch-0000"
+    train_fn(_params(split, epochs=3, spec=spec, resume=True))
+    a = load_file(str(straight / "model" / "checkpoint" / "epoch-0002" / "model.safetensors"))
+    b = load_file(str(split / "model" / "checkpoint" / "epoch-0002" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def test_transformer_trains_and_exports_to_onnx(tmp_path: Path) -> None:
+    from sparkforge.compress.onnx_export import check_parity, export_onnx
+
+    root = make_run(tmp_path / "run", text=True)
+    spec = {"name": "transformer", "num_outputs": 2, "vocab_size": 120, "hidden_dim": 32,
+            "num_layers": 2, "num_heads": 4, "ffn_dim": 64, "max_length": 12, "dropout": 0.1}
+    result = train_fn(_params(root, spec=spec, inputs=["input_ids", "attention_mask"],
+                              epochs=3, batch_size=8, lr=5e-3))
+    assert result["best_val_metric"] > 0.8
+    model = build_model(spec)
+    model.load_state_dict(load_file(str(root / "model" / "model.safetensors")), strict=True)
+    model.eval()
+    rng = np.random.default_rng(0)
+    mask = (np.arange(10)[None, :] < rng.integers(1, 11, size=(6, 1))).astype(np.int64)
+    ids = rng.integers(1, 120, size=(6, 10)) * mask
+    with torch.no_grad():  # padding does not change the result
+        short = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        padded = model(torch.from_numpy(np.pad(ids, ((0, 0), (0, 2)))),
+                       torch.from_numpy(np.pad(mask, ((0, 0), (0, 2)))))
+    torch.testing.assert_close(short, padded, rtol=0, atol=1e-5)
+    path = tmp_path / "model.onnx"
+    export_onnx(model, spec, path, {"input_ids": ids, "attention_mask": mask})
+    parity = check_parity(model, path, {"input_ids": ids, "attention_mask": mask})
+    assert parity["max_abs_logit_diff"] < 1e-4
+    assert json.loads(json.dumps(spec)) == spec  # the spec is what model.json stores
