@@ -56,6 +56,8 @@ def make_run(root: Path, text: bool = False, seed: int = 0) -> Path:
             # Explicit types: an empty file must not infer a null-typed column.
             table = pa.table({"id": pa.array([f"{split}-{j}" for j in range(start, start + n)],
                                              pa.string()),
+                              # a numeric id too: petastorm's torch loader refuses strings
+                              "row": pa.array(np.arange(start, start + n), pa.int64()),
                               **cols, "label": pa.array(labels.tolist(), pa.string())})
             pq.write_table(table, folder / f"part-{i:05d}.parquet", row_group_size=16)
             start += n
@@ -77,8 +79,13 @@ def make_run(root: Path, text: bool = False, seed: int = 0) -> Path:
     return root
 
 
-def train_ids(root: Path) -> list[str]:
+def train_ids() -> list[str]:
     return [f"train-{j}" for j in range(sum(SPLIT_FILES["train"]))]
+
+
+def train_rows() -> list[int]:
+    """The ``row`` values of the train split (it is written first)."""
+    return list(range(sum(SPLIT_FILES["train"])))
 
 
 def config(root: Path, text: bool = False, **train: Any) -> Config:

@@ -48,7 +48,7 @@ def test_train_under_torch_distributor(spark: Any, tmp_path: Path, local_mode: b
     for epoch in range(2):
         counts, pad, steps = traced(trace, epoch, 2)
         assert steps == [summary["steps_per_epoch"]] * 2
-        assert set(counts) == set(train_ids(root))
+        assert set(counts) == set(train_ids())
         assert sum(counts.values()) == n + 1
         assert pad == 1
     history = json.loads((root / "model" / "history.json").read_text())

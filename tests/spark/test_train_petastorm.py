@@ -20,10 +20,10 @@ import pytest
 
 pytest.importorskip("petastorm", reason="the petastorm lane runs in .venv-petastorm")
 
-from _train_helpers import SPLIT_FILES, config, make_run, traced, train_ids  # noqa: E402
+from _train_helpers import SPLIT_FILES, config, make_run, traced, train_rows
 
-from sparkforge.jobs.train import petastorm_converter, checkpoint_epochs, run_train  # noqa: E402
-from sparkforge.train.loader import PAD_KEY, PetastormLoader  # noqa: E402
+from sparkforge.jobs.train import checkpoint_epochs, petastorm_converter, run_train
+from sparkforge.train.loader import PAD_KEY, PetastormLoader
 
 COLUMNS = ["features", "label_index"]
 
@@ -31,7 +31,7 @@ COLUMNS = ["features", "label_index"]
 @pytest.fixture(scope="module")
 def converter(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = make_run(tmp_path_factory.mktemp("petastorm") / "run")
-    conv = petastorm_converter(spark, config(root), ["id", *COLUMNS])
+    conv = petastorm_converter(spark, config(root), ["row", *COLUMNS])
     yield conv
     conv.delete()
 
@@ -51,7 +51,7 @@ def test_environment_is_the_pinned_one() -> None:
 @pytest.mark.parametrize("world", [2, 3])
 def test_every_epoch_yields_each_row_once_per_shard(converter: Any, world: int) -> None:
     n = sum(SPLIT_FILES["train"])
-    loaders = [PetastormLoader(converter, ["id", *COLUMNS], r, world, batch_size=16, seed=1)
+    loaders = [PetastormLoader(converter, ["row", *COLUMNS], r, world, batch_size=16, seed=1)
                for r in range(world)]
     assert sum(loaders[0].shard_rows) == n == len(converter)
     for epoch in range(3):
@@ -61,16 +61,16 @@ def test_every_epoch_yields_each_row_once_per_shard(converter: Any, world: int) 
             batches = list(ld.epoch(epoch))
             steps.append(len(batches))
             real = [b for b in batches if not b[PAD_KEY].any()]
-            rows = sum(len(b["id"]) for b in real)
+            rows = sum(len(b["row"]) for b in real)
             assert rows > 0, f"epoch {epoch}: shard {ld.rank} yielded no rows"
             assert rows == ld.expected_rows == ld.rows_read
             for b in real:
-                counts.update(b["id"].tolist())
-                assert b["features"].shape == (len(b["id"]), 6)
+                counts.update(b["row"].tolist())
+                assert b["features"].shape == (len(b["row"]), 6)
                 assert b["label_index"].dtype.kind == "i"
         assert len(set(steps)) == 1, f"ranks ran different step counts {steps}"
         assert steps[0] == max(math.ceil(r / 16) for r in loaders[0].shard_rows)
-        assert counts == Counter({i: 1 for i in train_ids(Path())})
+        assert counts == Counter(train_rows())
 
 
 def test_a_short_epoch_fails_loudly(converter: Any) -> None:
@@ -92,14 +92,14 @@ def test_train_with_petastorm_loader(spark: Any, tmp_path: Path, local_mode: boo
     root = make_run(tmp_path / "run")
     trace = tmp_path / "trace"
     summary = run_train(spark, config(root, loader="petastorm", local_mode=local_mode),
-                        _hooks={"_trace_dir": str(trace)})
+                        _hooks={"_trace_dir": str(trace), "_trace_column": "row"})
     assert summary["loader"] == "petastorm"
     assert summary["epochs_run"] == 2
     n = sum(SPLIT_FILES["train"])
     for epoch in range(2):
         counts, pad, steps = traced(trace, epoch, 2)
         assert steps == [summary["steps_per_epoch"]] * 2
-        assert set(counts) == set(train_ids(root))
+        assert set(counts) == set(train_rows())
         assert sum(counts.values()) == n + pad
     assert summary["history"][-1]["val_metric"] > 0.6
     assert checkpoint_epochs(root) == [1]

@@ -179,6 +179,6 @@ def test_embedding_bag_vocabulary_pruning_keeps_bigrams() -> None:
 def test_prune_fraction_bounds_are_enforced_by_config(fraction: float) -> None:
     from sparkforge.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match="compress.prune_fraction"):
+    with pytest.raises(ConfigError, match=r"compress\.prune_fraction"):
         load_config(None, ["data.input=x.csv", "task=tabular_classification",
                            f"compress.prune_fraction={fraction}"])

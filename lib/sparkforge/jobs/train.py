@@ -185,7 +185,8 @@ def run_train(spark: SparkSession, cfg: Config, *,
     """Train and write model/.
 
     ``_hooks`` (tests only) are added to the ranks' params: ``_fail_at`` ({rank, epoch,
-    step}) kills that rank there; ``_trace_dir`` makes every rank record its ids."""
+    step}) kills that rank there; ``_trace_dir`` makes every rank record the ids (or the
+    ``_trace_column``) it trained on."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from sparkforge.train import checkpoint
@@ -211,7 +212,7 @@ def run_train(spark: SparkSession, cfg: Config, *,
     converter = None
     if t.loader == "petastorm":
         target = "label" if cfg.is_regression else "label_index"
-        traced = ["id"] if params.get("_trace_dir") else []
+        traced = [params.get("_trace_column", "id")] if params.get("_trace_dir") else []
         converter = petastorm_converter(spark, cfg, [*params["inputs"], target, *traced])
         params["converter"] = converter
     log.info("TorchDistributor: %d process(es), local_mode=%s, use_gpu=%s, model %s, "

@@ -157,10 +157,13 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     model.to(device)
     _seed_all(seed + 1_000_003 * rank)  # dropout differs across ranks
 
-    # Test hook: params["_trace_dir"] makes every rank record the ids it trained on.
+    # Test hook: params["_trace_dir"] makes every rank record the ids (or the values of
+    # params["_trace_column"]) it trained on.
     trace_dir = Path(params["_trace_dir"]) if params.get("_trace_dir") else None
+    trace_col = str(params.get("_trace_column", "id"))
     loader = make_loader(params.get("loader", "arrow"),
-                         columns=[*inputs, target, *(["id"] if trace_dir else [])], rank=rank,
+                         columns=[*inputs, target, *([trace_col] if trace_dir else [])],
+                         rank=rank,
                          world=world, batch_size=batch_size, seed=seed,
                          path=pre / "split=train", converter=params.get("converter"))
     val_loader = ArrowLoader(pre / "split=val", [*inputs, target], rank, world,
@@ -311,7 +314,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
                 break
             _maybe_fail(params, rank, epoch, step)
             if trace_dir is not None:
-                traced.extend(raw["id"].tolist())
+                traced.extend(raw[trace_col].tolist())
                 traced_pad += int(raw[PAD_KEY].sum())
             group_start = (step // accum) * accum
             in_group = min(accum, steps_per_epoch - group_start)

@@ -1,0 +1,276 @@
+"""Compressed variants against fp32: size, latency and accuracy, per run.
+
+    .venv/bin/python -m benchmarks.bench_compress runs/demo_text runs/demo_tabular \\
+        [--remeasure-latency] [--rounds 3] [--no-write]
+
+Reads what the compress stage recorded in each run directory and writes the
+"Compression" section of ``BENCHMARKS.md`` (replaced on rerun; other sections kept):
+
+- ``compressed/selection.json``: per variant the file size, 1-thread ONNX Runtime
+  latency at batch 1 and 1024 (p50), the validation-split metrics computed by the Spark
+  evaluation code, parity against fp32 over the validation split and the gate's decision;
+- ``metrics.json`` (when ``score`` and ``evaluate`` ran after ``compress``): every
+  variant's test-split metrics;
+- ``manifest.json``: the model and the config.
+
+``--remeasure-latency`` times the variants' ONNX files again here, interleaved round by
+round (fp32, v1, v2, ..., fp32, v1, ...), so that load from other jobs on a shared machine
+falls on every variant alike; each figure is the median over rounds (batch 1: the median
+of 30 calls per round). The figures of a run come from the compress stage, e.g.:
+
+    .venv/bin/sparkforge compress --config conf/demo_text.yaml --set \\
+        'compress.variants=[int8_dynamic,int8_static,pruned,pruned_int8,distilled,distilled_int8,fp16]'
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+SECTION = "## Compression: variants against fp32"
+# Issue 5's goals for int8 on real data.
+GOALS = {"size_ratio": 0.3, "latency_ratio_b1024": 0.55, "accuracy_drop": 0.01}
+INT8 = ("int8_dynamic", "int8_static")
+
+
+def load_run(run: Path) -> dict[str, Any]:
+    sel_path = run / "compressed" / "selection.json"
+    if not sel_path.exists():
+        raise SystemExit(f"{sel_path} not found: run `sparkforge compress` on {run} first")
+    res: dict[str, Any] = {"run": run, "selection": json.loads(sel_path.read_text())}
+    for name in ("metrics", "manifest"):
+        p = run / f"{name}.json"
+        res[name] = json.loads(p.read_text()) if p.exists() else {}
+    return res
+
+
+def remeasure_latency(res: dict[str, Any], rounds: int) -> None:
+    """Time every measured variant again, interleaved; overwrite the latency figures."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from sparkforge.train.loader import read_split, trim_padding
+
+    run, sel = res["run"], res["selection"]
+    cfg = res["manifest"].get("config", {})
+    text = cfg.get("task", "text_classification") == "text_classification"
+    inputs = ["input_ids", "attention_mask"] if text else ["features"]
+    split = sel.get("gate_split", "val")
+    rows = int(cfg.get("compress", {}).get("parity_rows", 256))
+    data = read_split(run / "preprocessed" / f"split={split}", inputs)
+    sample = trim_padding({k: v[:rows] for k, v in data.items()})
+    n = len(next(iter(sample.values())))
+    feeds = {b: {k: np.ascontiguousarray(v[np.arange(b) % n]) for k, v in sample.items()}
+             for b in (1, 1024)}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sessions = {}
+    for name, rel in sel["paths"].items():
+        sessions[name] = ort.InferenceSession(str(run / rel), opts,
+                                              providers=["CPUExecutionProvider"])
+        sessions[name].run(["logits"], {k: v[:8] for k, v in feeds[1024].items()})
+    times: dict[str, dict[int, list[float]]] = {n: {1: [], 1024: []} for n in sessions}
+    load: list[float] = []
+    for r in range(rounds):
+        for name, sess in sessions.items():
+            load.append(os.getloadavg()[0])
+            calls = []
+            for _ in range(30):
+                t0 = time.perf_counter()
+                sess.run(["logits"], feeds[1])
+                calls.append((time.perf_counter() - t0) * 1000)
+            times[name][1].append(statistics.median(calls))
+            t0 = time.perf_counter()
+            sess.run(["logits"], feeds[1024])
+            times[name][1024].append((time.perf_counter() - t0) * 1000)
+        print(f"{run.name}: round {r + 1}/{rounds} done", flush=True)
+    figures = sel["variants"]
+    for name, t in times.items():
+        figures[name]["latency_ms_b1"] = statistics.median(t[1])
+        figures[name]["latency_ms_b1024"] = statistics.median(t[1024])
+    for name in times:
+        figures[name]["latency_ratio_b1024"] = (figures[name]["latency_ms_b1024"]
+                                                / figures["fp32"]["latency_ms_b1024"])
+    res["remeasured"] = {"rounds": rounds, "rows": n,
+                         "seq_len": int(sample["input_ids"].shape[1]) if text else None,
+                         "load_avg_1m": [min(load), max(load)]}
+
+
+def _f(v: Any, fmt: str) -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+
+def _title(res: dict[str, Any]) -> str:
+    cfg = res["manifest"].get("config", {})
+    model = res["manifest"].get("train", {}).get("model") or cfg.get("train", {}).get("model")
+    data = cfg.get("data", {}).get("input", "?")
+    return f"### {res['run'].name}: `{model}` on `{data}` ({cfg.get('task', '?')})"
+
+
+def render_run(res: dict[str, Any]) -> list[str]:
+    sel, metrics = res["selection"], res["metrics"].get("variants", {})
+    figures = sel["variants"]
+    ref = figures["fp32"]
+    split = sel.get("gate_split", "val")
+    regression = f"{split}_accuracy" not in ref
+    metric = "r2" if regression else "accuracy"
+    ref_val = ref.get(f"{split}_{metric}")
+    ref_test = metrics.get("fp32", {}).get(metric)
+    lines = [_title(res), ""]
+    par_ref = ref.get("parity_reference", "")
+    lines.append(f"Gate: `max_accuracy_drop={sel['max_accuracy_drop']}`, `select={sel['select']}`"
+                 f", `max_latency_ratio={sel.get('max_latency_ratio', '-')}`; "
+                 f"**selected: `{sel['selected']}`**. Validation metrics on the {split} split, "
+                 f"test metrics from `metrics.json`; parity against fp32 over the {split} split"
+                 f" (fp32's own row: export parity against torch, {par_ref}).")
+    lines.append("")
+    head = ["variant", "params", "size MB", "size x", "b1 ms", "b1024 ms", "b1024 x",
+            f"{split} {metric}", "drop (pts)", f"{split} F1", f"{split} log loss",
+            f"test {metric}", "test drop (pts)", "agree", "max abs dp", "build s", "gate"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, f in figures.items():
+        mark = f"**{name}**" if name == sel["selected"] else name
+        if "error" in f:
+            lines.append(f"| {mark} | " + " | ".join(["-"] * (len(head) - 2))
+                         + f" | {f['decision']} |")
+            continue
+        val, test = f.get(f"{split}_{metric}"), metrics.get(name, {}).get(metric)
+        drop = (ref_val - val) * 100 if isinstance(val, float) and ref_val is not None else None
+        tdrop = (ref_test - test) * 100 if isinstance(test, float) and ref_test is not None \
+            else None
+        params = f.get("parameters")
+        lines.append("| " + " | ".join([
+            mark, f"{params / 1e6:.2f}M" if params else "-",
+            _f(f["file_bytes"] / 1e6, ".2f"), _f(f.get("size_ratio"), ".2f"),
+            _f(f["latency_ms_b1"], ".2f"), _f(f["latency_ms_b1024"], ".1f"),
+            _f(f.get("latency_ratio_b1024"), ".2f"), _f(val, ".4f"), _f(drop, "+.2f"),
+            _f(f.get(f"{split}_f1_macro"), ".4f"), _f(f.get(f"{split}_log_loss"), ".4f"),
+            _f(test, ".4f"), _f(tdrop, "+.2f"),
+            _f(f.get("parity_agreement"), ".3f"),
+            _f(f.get("parity_max_abs_prob_diff", f.get("parity_max_abs_pred_diff")), ".3f"),
+            _f(f.get("build_s"), ".0f"), f["decision"]]) + " |")
+    lines.append("")
+    for name in INT8:
+        f = figures.get(name)
+        if not f or "error" in f or regression:
+            continue
+        drop = ref_val - f[f"{split}_{metric}"]
+        checks = [("size", f["size_ratio"], GOALS["size_ratio"], "x"),
+                  ("batch-1024 latency", f["latency_ratio_b1024"],
+                   GOALS["latency_ratio_b1024"], "x"),
+                  ("accuracy drop", drop * 100, GOALS["accuracy_drop"] * 100, " pts")]
+        parts = [f"{what} {v:.2f}{unit} (goal <= {g:g}{unit}: "
+                 f"{'met' if v <= g + 1e-9 else 'missed'})" for what, v, g, unit in checks]
+        lines.append(f"- `{name}` against the int8 goals: " + "; ".join(parts) + ".")
+    for name in ("pruned", "distilled"):
+        f = figures.get(name)
+        if f and "error" not in f and f.get("parameters") and ref.get("parameters"):
+            detail = (f"{f.get('method', '')}; kept heads {f.get('layer_heads')}, FFN units "
+                      f"{f.get('intermediate_sizes')}, vocabulary rows {f.get('vocab_rows')}"
+                      if name == "pruned" and "layer_heads" in f
+                      else f"hidden {f.get('hidden_dims')}" if name == "pruned"
+                      else f"student {f.get('student_spec')}")
+            lines.append(f"- `{name}`: {f['parameters']:,} parameters vs fp32's "
+                         f"{ref['parameters']:,} ({f['parameters'] / ref['parameters']:.2f}x); "
+                         f"{detail}.")
+    if res.get("remeasured"):
+        r = res["remeasured"]
+        lines.append(f"- Latencies re-measured by this script: {r['rounds']} interleaved rounds "
+                     f"over {r['rows']} {split} rows tiled to the batch"
+                     + (f", padded to {r['seq_len']} tokens" if r["seq_len"] else "")
+                     + f"; 1-minute load average {r['load_avg_1m'][0]:.1f}-"
+                     f"{r['load_avg_1m'][1]:.1f} during the rounds.")
+    lines.append("")
+    return lines
+
+
+def render(results: list[dict[str, Any]], argv: list[str]) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lines = [SECTION, "",
+             "Every variant the compress stage can build, against the fp32 export, on the "
+             "demo runs. Regenerate this section from the runs' recorded figures with:", "",
+             "```bash", "  ".join([".venv/bin/python -m benchmarks.bench_compress", *argv]),
+             "```", "",
+             "after producing the figures with (the demo configs list fewer variants):", "",
+             "```bash",
+             *(f".venv/bin/sparkforge compress --config conf/{r['run'].name}.yaml --set "
+               "'compress.variants=[int8_dynamic,int8_static,pruned,pruned_int8,distilled,"
+               "distilled_int8,fp16]'" for r in results),
+             *(f".venv/bin/sparkforge score --config conf/{r['run'].name}.yaml && "
+               f".venv/bin/sparkforge evaluate --config conf/{r['run'].name}.yaml"
+               for r in results),
+             "```", "",
+             f"- {dt.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores shared with "
+             "other jobs. Latency: ONNX Runtime CPU, 1 intra-op thread, p50; `x` columns are "
+             "ratios to fp32, `drop` is fp32's accuracy minus the variant's in points "
+             "(negative: the variant scored higher). The gate decides on the validation "
+             "split; test figures are what `metrics.json` reports.",
+             f"- Goals for int8 on real data (issue 5): size <= {GOALS['size_ratio']}x, "
+             f"batch-1024 CPU latency <= {GOALS['latency_ratio_b1024']}x, accuracy drop <= "
+             f"{GOALS['accuracy_drop'] * 100:g} point.",
+             "- fp16 is meant for GPU scoring; its CPU figures here only show that it runs.",
+             ""]
+    for res in results:
+        lines += render_run(res)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_section(md: Path, text: str) -> None:
+    """Replace this benchmark's section of ``md`` (or append it); other sections are kept."""
+    body = md.read_text() if md.exists() else (
+        "# Benchmarks\n\nSide-by-side ratio benchmarks (`benchmarks/`): each section is "
+        "written by its benchmark and replaced when it is rerun.\n")
+    start = body.find(SECTION + "\n")
+    if start < 0:
+        body = body.rstrip("\n") + "\n\n" + text
+    else:
+        nxt = re.search(r"^## ", body[start + len(SECTION):], re.M)
+        end = start + len(SECTION) + nxt.start() if nxt else len(body)
+        rest = body[end:]
+        body = body[:start] + text + ("\n" + rest if rest else "")
+    md.write_text(body)
+
+
+def main(argv: list[str] | None = None) -> str:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("runs", nargs="+", type=Path, help="run directories (output.dir)")
+    ap.add_argument("--remeasure-latency", action="store_true",
+                    help="time the variants again here, interleaved (see the module doc)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-write", action="store_true", help="print, do not touch BENCHMARKS.md")
+    args = ap.parse_args(argv)
+    results = [load_run(r) for r in args.runs]
+    if args.remeasure_latency:
+        for res in results:
+            remeasure_latency(res, args.rounds)
+    text = render(results, [str(r) for r in args.runs]
+                  + (["--remeasure-latency", f"--rounds {args.rounds}"]
+                     if args.remeasure_latency else []))
+    print(text)
+    if not args.no_write:
+        write_section(BENCHMARKS_MD, text)
+        print(f"updated {BENCHMARKS_MD}")
+    return text
+
+
+if __name__ == "__main__":
+    main()

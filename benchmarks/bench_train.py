@@ -1,0 +1,500 @@
+"""Training benchmarks, side by side in one run, on the preprocessed demo text.
+
+    .venv/bin/python -m benchmarks.bench_train --run runs/demo_text [--repeat 3]
+    .venv/bin/python -m benchmarks.bench_train --run runs/demo_text --only models
+
+``--run`` is a run folder written by ``make demo-text`` (its ``preprocessed/`` and
+``model/{labels,tokenizer}.json`` are read, never written; models go to a temp folder).
+
+1. loader: a model trained for one epoch in one process (2 torch threads), fed by the
+   ``arrow`` loader from Parquet vs by the very same batches prebuilt as torch tensors in
+   memory. samples/s = rows through forward + backward + optimizer step / wall clock.
+   Goal: loader >= 0.95x memory.
+2. launch: one epoch of ``train_fn`` (2 ranks, gloo, 1 thread each) under
+   ``TorchDistributor(local_mode=True)`` and ``local_mode=False`` vs the same function
+   and params under plain ``torchrun --standalone --nproc_per_node=2``. Epoch time comes
+   from each run's history; "start" is the launch's wall clock minus the time spent
+   inside ``train_fn`` (process start, imports, pickling, rendezvous, result return).
+   Goal: epoch time <= 1.05x torchrun's and a fixed start <= 15 s.
+3. scaling: samples/s of 2 ranks (1 torch thread each) vs 1 rank (2 threads) under
+   torchrun, for embedding_bag (whole epoch) and MiniLM (capped steps).
+4. models (``--only models``, ~15 min): test accuracy (fp32, torch) on the demo split of
+   embedding_bag and the small transformer trained from scratch for 5 epochs each, and
+   of the MiniLM model already fine-tuned in ``--run`` (1 epoch, ``make demo-text``).
+
+The sides of each comparison alternate so that load from other jobs on the machine falls
+on both; the CPU used by other processes during each timed part is reported.
+Results go to the "Training" section of ``BENCHMARKS.md`` (replaced on rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import pickle
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+SECTION = "## Training"
+TEXT_INPUTS = ["input_ids", "attention_mask"]
+TARGET = "label_index"
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy (all cores; /proc/stat), 0 elsewhere."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict[str, str]:
+    cpu = mem = "unknown"
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = m.group(1).strip() if m else cpu
+        m = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        mem = f"{int(m.group(1)) / 2**20:.1f} GiB" if m else mem
+    except OSError:
+        pass
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "ram": mem,
+            "python": platform.python_version()}
+
+
+def versions() -> str:
+    from importlib import metadata
+
+    return ", ".join(f"{p} {metadata.version(p)}" for p in ("torch", "pyspark", "pyarrow"))
+
+
+class Timer:
+    """Wall clock and the cores other processes used meanwhile (this process excluded)."""
+
+    def __enter__(self) -> Timer:
+        self.m0, self.c0, self.t0 = machine_cpu(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        own = time.process_time() - self.c0
+        self.others = max(0.0, (machine_cpu() - self.m0 - own) / max(self.seconds, 1e-9))
+
+
+# --- params ------------------------------------------------------------------------------
+
+def spec_for(run: Path, name: str, max_length: int = 64) -> dict[str, Any]:
+    from tokenizers import Tokenizer
+
+    labels = json.loads((run / "model" / "labels.json").read_text())
+    spec: dict[str, Any] = {"name": name, "num_outputs": len(labels), "dropout": 0.1}
+    if name == "minilm":
+        return {**spec, "freeze_encoder": False, "pretrained": True}
+    vocab = Tokenizer.from_file(str(run / "model" / "tokenizer.json")).get_vocab_size()
+    spec.update(vocab_size=vocab, hidden_dim=128)
+    if name == "transformer":
+        spec.update(num_layers=2, num_heads=4, ffn_dim=512, max_length=max_length)
+    return spec
+
+
+def params_for(run: Path, model_dir: Path, name: str, *, epochs: int = 1, threads: int = 1,
+               batch_size: int = 64, lr: float = 3e-3, max_steps: int = 0) -> dict[str, Any]:
+    return {
+        "pre_dir": str((run / "preprocessed").resolve()), "model_dir": str(model_dir),
+        "spec": spec_for(run, name), "inputs": TEXT_INPUTS, "task": "classification",
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": 0.01,
+        "warmup_ratio": 0.06, "grad_clip": 1.0, "seed": 42, "patience": 3,
+        "class_weights": None, "threads": threads, "use_cuda": False, "resume": False,
+        "max_steps_per_epoch": max_steps, "grad_accum_steps": 1, "fsdp": False,
+        "loader": "arrow",
+    }
+
+
+def rank_entry(params_file: str, out_file: str) -> None:
+    """What torchrun runs: train_fn on the pickled params; rank 0 writes the result."""
+    from sparkforge.train.loop import train_fn
+
+    result = train_fn(pickle.loads(Path(params_file).read_bytes()))
+    if os.environ.get("RANK", "0") == "0":
+        Path(out_file).write_text(json.dumps(result, default=str))
+
+
+def torchrun(params: dict[str, Any], nproc: int, work: Path) -> tuple[dict[str, Any], Timer]:
+    shutil.rmtree(params["model_dir"], ignore_errors=True)
+    pfile, ofile = work / "params.pkl", work / "result.json"
+    pfile.write_bytes(pickle.dumps(params))
+    ofile.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", str(Path(__file__).resolve()), "--rank-entry",
+           str(pfile), str(ofile)]
+    with Timer() as t:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise RuntimeError(f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(ofile.read_text()), t
+
+
+def distributor(spark: Any, params: dict[str, Any], local_mode: bool
+                ) -> tuple[dict[str, Any], Timer]:
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from sparkforge.train.loop import train_fn
+
+    shutil.rmtree(params["model_dir"], ignore_errors=True)
+    with Timer() as t:
+        result = TorchDistributor(num_processes=2, local_mode=local_mode,
+                                  use_gpu=False).run(train_fn, params)
+    return result, t
+
+
+# --- 1. loader vs memory -------------------------------------------------------------------
+
+def bench_loader(run: Path, name: str, repeat: int, batch_size: int = 64) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from sparkforge.models import build_model
+    from sparkforge.train.loader import ArrowLoader, trim_padding
+
+    torch.set_num_threads(2)
+    cols = [*TEXT_INPUTS, TARGET]
+    loader = ArrowLoader(run / "preprocessed" / "split=train", cols, 0, 1, batch_size, seed=42)
+
+    def tensors(b: dict[str, np.ndarray]) -> list[torch.Tensor]:
+        t = trim_padding(b)
+        return [torch.from_numpy(np.ascontiguousarray(t[k])) for k in cols]
+
+    memory = [tensors(b) for b in loader.epoch(0)]  # the same batches, prebuilt
+    rows = sum(len(b[-1]) for b in memory)
+
+    def train(batches: Any) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = build_model(spec_for(run, name)).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        with Timer() as t:
+            for ids, mask, y in batches:
+                loss = torch.nn.functional.cross_entropy(model(ids, mask), y.long())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return t.seconds, t.others
+
+    runs = []
+    for _ in range(repeat):
+        mem_s, mem_o = train(iter(memory))
+        arr_s, arr_o = train(tensors(b) for b in loader.epoch(0))
+        with Timer() as only:
+            for b in loader.epoch(0):
+                tensors(b)
+        runs.append({"memory": rows / mem_s, "arrow": rows / arr_s, "ratio": mem_s / arr_s,
+                     "loader_only": rows / only.seconds, "others": (mem_o + arr_o) / 2})
+    return {"model": name, "rows": rows, "batch_size": batch_size, "runs": runs}
+
+
+# --- 2. launch: TorchDistributor vs torchrun --------------------------------------------------
+
+def bench_launch(run: Path, work: Path, repeat: int, spark: Any) -> dict[str, Any]:
+    runs = []
+    for i in range(repeat):
+        row: dict[str, Any] = {}
+        for side in ("torchrun", "td_local", "td_barrier"):
+            params = params_for(run, work / f"launch-{side}-{i}", "embedding_bag", threads=1)
+            if side == "torchrun":
+                result, t = torchrun(params, 2, work)
+            else:
+                result, t = distributor(spark, params, local_mode=side == "td_local")
+            h = result["history"][0]
+            row[side] = {"wall": t.seconds, "epoch": h["epoch_s"],
+                         "start": t.seconds - result["train_s"], "samples_s": h["samples_per_s"],
+                         "others": t.others}
+        runs.append(row)
+    return {"model": "embedding_bag", "runs": runs}
+
+
+# --- 3. scaling: 2 ranks vs 1 ------------------------------------------------------------------
+
+def bench_scaling(run: Path, work: Path, repeat: int, minilm_steps: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, batch, steps, lr in (("embedding_bag", 64, 0, 3e-3),
+                                   ("minilm", 16, minilm_steps, 1e-4)):
+        runs = []
+        for i in range(repeat):
+            row = {}
+            for nproc in (1, 2):
+                params = params_for(run, work / f"scale-{name}-{nproc}-{i}", name,
+                                    threads=2 // nproc, batch_size=batch, lr=lr,
+                                    max_steps=steps)
+                result, t = torchrun(params, nproc, work)
+                row[nproc] = {"samples_s": result["history"][0]["samples_per_s"],
+                              "others": t.others}
+            runs.append(row)
+        out[name] = {"batch_size": batch, "max_steps": steps, "runs": runs}
+    return out
+
+
+# --- 4. models -------------------------------------------------------------------------------
+
+def test_accuracy(run: Path, spec: dict[str, Any], weights: Path) -> tuple[float, int]:
+    import numpy as np
+    import torch
+
+    from sparkforge.models import build_model, load_weights
+    from sparkforge.train.loader import read_split, trim_padding
+
+    model = load_weights(build_model({**spec, **({"pretrained": False}
+                                                 if spec["name"] == "minilm" else {})}),
+                         weights).eval()
+    data = read_split(run / "preprocessed" / "split=test", [*TEXT_INPUTS, TARGET])
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(data[TARGET]), 256):
+            b = trim_padding({k: v[s:s + 256] for k, v in data.items()})
+            out = model(*(torch.from_numpy(np.ascontiguousarray(b[k])) for k in TEXT_INPUTS))
+            correct += int((out.argmax(-1).numpy() == b[TARGET]).sum())
+    return correct / len(data[TARGET]), len(data[TARGET])
+
+
+def bench_models(run: Path, work: Path) -> dict[str, Any]:
+    rows = {}
+    for name, epochs, lr in (("embedding_bag", 5, 3e-3), ("transformer", 5, 1e-3)):
+        params = params_for(run, work / f"model-{name}", name, epochs=epochs, lr=lr,
+                            batch_size=32)
+        params["patience"] = epochs
+        result, t = torchrun(params, 2, work)
+        acc, n = test_accuracy(run, params["spec"], work / f"model-{name}" / "model.safetensors")
+        rows[name] = {"epochs": epochs, "lr": lr, "batch_size": 32, "ranks": 2,
+                      "test_accuracy": acc, "test_rows": n, "train_s": t.seconds,
+                      "best_val": result["best_val_metric"]}
+    spec = json.loads((run / "model" / "model.json").read_text())
+    if spec["name"] == "minilm":
+        acc, n = test_accuracy(run, spec, run / "model" / "model.safetensors")
+        hist = json.loads((run / "model" / "history.json").read_text())
+        rows["minilm"] = {"epochs": len(hist), "lr": None, "batch_size": 16, "ranks": 2,
+                          "test_accuracy": acc, "test_rows": n,
+                          "train_s": sum(h["epoch_s"] for h in hist),
+                          "best_val": max(h["val_metric"] for h in hist)}
+    baseline = None
+    metrics = run / "metrics.json"
+    if metrics.exists():
+        baseline = json.loads(metrics.read_text()).get("baseline", {}).get("accuracy")
+    return {"rows": rows, "baseline_accuracy": baseline}
+
+
+# --- report --------------------------------------------------------------------------------
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def render(res: dict[str, Any], previous: str) -> str:
+    m = res["machine"]
+    lines = [SECTION, "",
+             f"- machine: nproc {m['nproc']}, {m['cpu']}, {m['ram']} RAM, Python "
+             f"{m['python']}, {res['versions']}; {res['date']}; load average at start "
+             f"{res['loadavg']}",
+             "- data: the preprocessed demo text (Rotten Tomatoes, `make demo-text`): "
+             f"{res.get('train_rows', '?')} train rows, 8 Parquet files, max length 64", ""]
+    if "loader" in res or "launch" in res or "scaling" in res:
+        lines += ["Sections 1-3 come from one run:", "", "```bash", res["command"], "```", ""]
+    for key in ("loader", "launch", "scaling"):
+        if key in res:
+            lines += globals()[f"_render_{key}"](res[key]) + [""]
+    models = _extract(previous, "### 4.") if "models" not in res else None
+    if "models" in res:
+        lines += _render_models(res["models"], res["command"]) + [""]
+    elif models:
+        lines += [models.rstrip("\n"), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _render_loader(rs: list[dict[str, Any]]) -> list[str]:
+    lines = ["### 1. Loader throughput vs in-memory tensors (goal >= 0.95x)", "",
+             "One process, 2 torch threads, one epoch (batch 64): the same batches fed from "
+             "Parquet by the `arrow` loader or prebuilt as tensors in memory.", "",
+             "| model | memory samples/s | arrow loader samples/s | ratio | loader alone rows/s "
+             "| others' cores |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rs:
+        runs = r["runs"]
+        ratio = med([x["ratio"] for x in runs])
+        ok = "met" if ratio >= 0.95 else "NOT met"
+        lines.append(f"| {r['model']} | {med([x['memory'] for x in runs]):,.0f} | "
+                     f"{med([x['arrow'] for x in runs]):,.0f} | **{ratio:.2f}** ({ok}) | "
+                     f"{med([x['loader_only'] for x in runs]):,.0f} | "
+                     f"{med([x['others'] for x in runs]):.2f} |")
+    lines += ["", f"Medians of {len(rs[0]['runs'])} alternating runs; per-run ratios: " + "; ".join(
+        f"{r['model']} " + ", ".join(f"{x['ratio']:.2f}" for x in r["runs"]) for r in rs) + "."]
+    return lines
+
+
+def _render_launch(r: dict[str, Any]) -> list[str]:
+    runs = r["runs"]
+    tr = {k: med([x["torchrun"][k] for x in runs]) for k in ("wall", "epoch", "start")}
+    lines = ["### 2. One epoch under TorchDistributor vs plain torchrun "
+             "(goal <= 1.05x, fixed start <= 15 s)", "",
+             "`embedding_bag`, 2 ranks x 1 thread, gloo, batch 64 per rank, one epoch plus "
+             "validation and a checkpoint. Epoch = the epoch's training time from the history; "
+             "start = wall clock minus the time inside `train_fn`.", "",
+             "| launcher | wall s | epoch s | epoch vs torchrun | start s | samples/s "
+             "| others' cores |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for side, label in (("torchrun", "torchrun --standalone"),
+                        ("td_local", "TorchDistributor local_mode=True"),
+                        ("td_barrier", "TorchDistributor local_mode=False")):
+        v = {k: med([x[side][k] for x in runs]) for k in ("wall", "epoch", "start", "samples_s",
+                                                          "others")}
+        ratio = v["epoch"] / tr["epoch"]
+        ok = "" if side == "torchrun" else (
+            " (met)" if ratio <= 1.05 and v["start"] <= 15 else " (NOT met)")
+        lines.append(f"| {label} | {v['wall']:.1f} | {v['epoch']:.2f} | {ratio:.2f}{ok} | "
+                     f"{v['start']:.1f} | {v['samples_s']:,.0f} | {v['others']:.2f} |")
+    lines += ["", f"Medians of {len(runs)} alternating rounds; per-round epoch s "
+              "(torchrun / local / barrier): " + "; ".join(
+                  f"{x['torchrun']['epoch']:.2f} / {x['td_local']['epoch']:.2f} / "
+                  f"{x['td_barrier']['epoch']:.2f}" for x in runs) + "."]
+    return lines
+
+
+def _render_scaling(r: dict[str, Any]) -> list[str]:
+    lines = ["### 3. 2 ranks vs 1 rank on this 2-core machine", "",
+             "Under torchrun: 1 rank x 2 torch threads vs 2 ranks x 1 thread (DDP, gloo); "
+             "samples/s of one epoch (MiniLM: capped steps), batch per rank as shown.", "",
+             "| model | batch/rank | 1 rank samples/s | 2 ranks samples/s | 2 vs 1 "
+             "| others' cores |", "|---|---:|---:|---:|---:|---:|"]
+    for name, v in r.items():
+        one = med([x[1]["samples_s"] for x in v["runs"]])
+        two = med([x[2]["samples_s"] for x in v["runs"]])
+        others = med([(x[1]["others"] + x[2]["others"]) / 2 for x in v["runs"]])
+        cap = f" ({v['max_steps']} steps)" if v["max_steps"] else ""
+        lines.append(f"| {name}{cap} | {v['batch_size']} | {one:,.1f} | {two:,.1f} | "
+                     f"{two / one:.2f}x | {others:.2f} |")
+    return lines
+
+
+def _render_models(r: dict[str, Any], command: str) -> list[str]:
+    lines = ["### 4. Text models on the demo split (test accuracy, fp32 torch)", "",
+             "```bash", command, "```", "",
+             "| model | epochs | ranks | batch/rank | train s | best val acc | test acc |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, v in r["rows"].items():
+        lines.append(f"| {name} | {v['epochs']} | {v['ranks']} | {v['batch_size']} | "
+                     f"{v['train_s']:.0f} | {v['best_val']:.3f} | **{v['test_accuracy']:.3f}** |")
+    if r.get("baseline_accuracy") is not None:
+        lines.append(f"| TF-IDF + LogisticRegression (metrics.json) | | | | | | "
+                     f"{r['baseline_accuracy']:.3f} |")
+    n = next(iter(r["rows"].values()))["test_rows"]
+    lines += ["", f"Test split: {n} rows. embedding_bag and transformer trained from scratch "
+              "here (2 ranks); the MiniLM row is the model `make demo-text` fine-tuned "
+              "(1 epoch, 2 ranks, batch 16, lr 1e-4)."]
+    return lines
+
+
+def _extract(body: str, heading: str) -> str | None:
+    start = body.find(heading)
+    if start < 0:
+        return None
+    nxt = re.search(r"^##+ ", body[start + len(heading):], re.M)
+    return body[start:start + len(heading) + nxt.start()] if nxt else body[start:]
+
+
+def section_of(md: Path) -> str:
+    body = md.read_text() if md.exists() else ""
+    start = body.find(SECTION + "\n")
+    if start < 0:
+        return ""
+    nxt = re.search(r"^## ", body[start + len(SECTION) + 1:], re.M)
+    return body[start:start + len(SECTION) + 1 + nxt.start()] if nxt else body[start:]
+
+
+def write_section(md: Path, text: str) -> None:
+    """Replace this benchmark's section of ``md`` (or append it); other sections are kept."""
+    body = md.read_text() if md.exists() else (
+        "# Benchmarks\n\nSide-by-side ratio benchmarks (`benchmarks/`): each section is "
+        "written by its benchmark and replaced when it is rerun.\n")
+    start = body.find(SECTION + "\n")
+    if start < 0:
+        body = body.rstrip("\n") + "\n\n" + text
+    else:
+        nxt = re.search(r"^## ", body[start + len(SECTION) + 1:], re.M)
+        end = start + len(SECTION) + 1 + nxt.start() if nxt else len(body)
+        rest = body[end:]
+        body = body[:start] + text + ("\n" + rest if rest else "")
+    md.write_text(body)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--run", type=Path, default=ROOT / "runs" / "demo_text")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", choices=["loader", "launch", "scaling", "models"], action="append")
+    p.add_argument("--minilm-steps", type=int, default=24)
+    p.add_argument("--no-write", action="store_true", help="print, do not edit BENCHMARKS.md")
+    args = p.parse_args(argv)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    run = args.run.resolve()
+    if not (run / "preprocessed" / "split=train").is_dir():
+        raise SystemExit(f"{run} has no preprocessed/split=train; run `make demo-text` first")
+    only = args.only or ["loader", "launch", "scaling"]
+    import pyarrow.parquet as pq
+
+    res: dict[str, Any] = {
+        "machine": machine(), "versions": versions(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "loadavg": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "command": ".venv/bin/python -m benchmarks.bench_train " + " ".join(
+            argv if argv is not None else sys.argv[1:]),
+        "train_rows": sum(pq.ParquetFile(f).metadata.num_rows
+                          for f in (run / "preprocessed" / "split=train").glob("*.parquet")),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_train-") as tmp:
+        work = Path(tmp)
+        if "loader" in only:
+            res["loader"] = [bench_loader(run, m, args.repeat)
+                             for m in ("embedding_bag", "transformer")]
+            print(json.dumps(res["loader"], indent=1), flush=True)
+        if "launch" in only:
+            from sparkforge.config import SparkConfig
+            from sparkforge.spark.session import get_session
+
+            spark = get_session(SparkConfig(master="local[2]", app_name="bench-train"),
+                                extra={"spark.ui.enabled": "false"})
+            res["launch"] = bench_launch(run, work, args.repeat, spark)
+            print(json.dumps(res["launch"], indent=1), flush=True)
+        if "scaling" in only:
+            res["scaling"] = bench_scaling(run, work, args.repeat, args.minilm_steps)
+            print(json.dumps(res["scaling"], indent=1, default=str), flush=True)
+        if "models" in only:
+            res["models"] = bench_models(run, work)
+            print(json.dumps(res["models"], indent=1), flush=True)
+    previous = section_of(BENCHMARKS_MD)
+    if set(only) == {"models"} and previous:
+        # Keep sections 1-3 of the last full run; replace only the models table.
+        old = _extract(previous, "### 4.")
+        body = previous.replace(old, "") if old else previous
+        text = body.rstrip("\n") + "\n\n" + "\n".join(
+            _render_models(res["models"], res["command"])) + "\n"
+    else:
+        text = render(res, previous)
+    print(text)
+    if not args.no_write:
+        write_section(BENCHMARKS_MD, text)
+    return res
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--rank-entry":
+        rank_entry(sys.argv[2], sys.argv[3])
+    else:
+        main()
