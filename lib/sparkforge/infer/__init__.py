@@ -4,7 +4,9 @@ The session is cached in this module, keyed by the model file's sha256, so every
 batch and every task that a worker runs reuses it (Spark reuses Python workers,
 ``spark.python.worker.reuse`` defaults to true). ``mapInPandas`` is used rather
 than a scalar pandas UDF because one call sees the whole partition as an iterator
-of batches and returns several columns (prediction, probability) at once.
+of batches and returns several columns (prediction, probability) at once; scoring
+uses its Arrow form, ``mapInArrow`` (BENCHMARKS.md, Scoring: 1.5x faster than
+``predict_batch_udf`` on mapInPandas, and mapInArrow 1.8x faster again).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 
     import onnxruntime as ort
     import pandas as pd
+    import pyarrow as pa
     from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,30 @@ def predict(sess: ort.InferenceSession, feeds: dict[str, np.ndarray],
     return np.concatenate(outs) if outs else np.zeros((0, 1), dtype=np.float32)
 
 
+def arrow_inputs(batch: pa.RecordBatch, names: list[str]) -> dict[str, np.ndarray]:
+    """Fixed-width list columns of an Arrow batch -> model inputs: a reshape of the
+    values buffer, no per-row Python objects; padding trimmed to the batch's longest."""
+    feeds: dict[str, np.ndarray] = {}
+    n = batch.num_rows
+    for name in names:
+        values = batch.column(name).flatten().to_numpy(zero_copy_only=False)
+        dtype = np.float32 if name == "features" else np.int64
+        feeds[name] = values.reshape(n, values.size // max(n, 1)).astype(dtype, copy=False)
+    if "attention_mask" in feeds:
+        longest = max(int(feeds["attention_mask"].sum(axis=1).max()), 1)
+        for k in ("input_ids", "attention_mask"):
+            feeds[k] = np.ascontiguousarray(feeds[k][:, :longest])
+    return feeds
+
+
+def _list_array(matrix: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    import pyarrow as pa
+
+    n, k = matrix.shape
+    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel(), type=value_type))
+
+
 def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
              labels: list[str], variant: str, batch_size: int = 256,
              threads: int = 1, passthrough: list[str] | None = None) -> DataFrame:
@@ -102,8 +129,13 @@ def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
 
     Output columns: id, label, prediction, probability (array<double>, in ``labels``
     order; empty for regression), split, model_variant, then ``passthrough``.
+
+    Runs on ``mapInArrow``: model inputs are reshaped straight from the Arrow list
+    buffers and outputs built as Arrow arrays; measured 1.8x faster than the same
+    code on ``mapInPandas`` (BENCHMARKS.md, Scoring).
     """
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from pyspark.sql import types as T
 
     regression = not labels
@@ -115,30 +147,31 @@ def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
         T.StructField("probability", T.ArrayType(T.DoubleType())),
         T.StructField("split", T.StringType()), T.StructField("model_variant", T.StringType()),
         *[T.StructField(c, df.schema[c].dataType) for c in keep]])
-    label_arr = np.array(labels, dtype=object)
     load_log = os.environ.get(LOAD_LOG_ENV)
 
-    def _score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def _score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         sess = onnx_session(model_path, sha256, threads, load_log)
-        for pdf in batches:
-            if pdf.empty:
+        label_arr = pa.array(labels, type=pa.string())
+        for b in batches:
+            n = b.num_rows
+            if n == 0:
                 continue
-            logits = predict(sess, model_inputs(pdf, inputs), batch_size)
+            logits = predict(sess, arrow_inputs(b, inputs), batch_size)
             if regression:
-                pred: Any = logits[:, 0].astype(np.float64)
-                prob: Any = [np.zeros(0)] * len(pdf)
+                pred = pa.array(logits[:, 0].astype(np.float64))
+                prob = _list_array(np.zeros((n, 0)), pa.float64())
             else:
                 p = softmax(logits.astype(np.float64))
-                pred = label_arr[p.argmax(axis=1)]
-                prob = list(p)
-            res = pd.DataFrame({"id": pdf["id"].to_numpy(), "label": pdf["label"].to_numpy(),
-                                "prediction": pred, "probability": prob,
-                                "split": pdf["split"].to_numpy(), "model_variant": variant})
+                pred = pc.take(label_arr, pa.array(p.argmax(axis=1)))
+                prob = _list_array(p, pa.float64())
+            cols = {"id": b.column("id"), "label": b.column("label"), "prediction": pred,
+                    "probability": prob, "split": b.column("split"),
+                    "model_variant": pa.array([variant] * n, type=pa.string())}
             for c in keep:
-                res[c] = pdf[c].to_numpy()
-            yield res
+                cols[c] = b.column(c)
+            yield pa.record_batch(cols)
 
-    return df.select("id", "label", "split", *inputs, *keep).mapInPandas(_score, schema)
+    return df.select("id", "label", "split", *inputs, *keep).mapInArrow(_score, schema)
 
 
 def embed_df(df: DataFrame, *, model_path: str, sha256: str, batch_size: int = 256,
