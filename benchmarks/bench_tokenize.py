@@ -16,8 +16,12 @@ session start, tokenizer load and a warm-up run are outside the timer on both si
   ``ParquetWriter`` writes the same columns.
 
 The sides alternate (Spark, raw, Spark, raw, ...) so that load from other jobs on the
-machine falls on both. The ids and masks of a sample of rows must be equal on both sides.
-Results go to the "Tokenization" section of ``BENCHMARKS.md`` (replaced on rerun).
+machine falls on both; each run records the CPU seconds it used and the cores other
+processes used meanwhile, and ``--max-wait S`` waits (up to S seconds) for a quiet machine
+before each run. ``--raw-encoder sparkforge`` runs the raw side with the encoder
+``tokenize_df`` uses, which leaves Spark's own overhead. The ids, masks and text of a
+sample of rows must be equal on both sides. Results go to the "Tokenization" section of
+``BENCHMARKS.md`` (replaced on rerun; ``--no-md`` to leave it).
 """
 
 from __future__ import annotations
@@ -46,7 +50,15 @@ GOAL = 0.8
 MAX_LENGTH = 64
 ROW_GROUP_ROWS = 32_768
 SAMPLE_ROWS = 5_000
+RAW_ENCODERS = {
+    "encode_batch": "`tok.encode_batch(texts)` with the saved tokenizer (padding to 64 "
+                    "included), ids and masks via `Encoding.ids` / `.attention_mask`",
+    "sparkforge": "the encoder `tokenize_df` runs in each Spark worker "
+                  "(`sparkforge.tokenize._BatchEncoder`)",
+}
 
+
+# --- CPU accounting (Linux /proc; other jobs on the machine are measured, not avoided) --
 
 def machine_cpu() -> float:
     """CPU seconds the whole machine has been busy (all cores; /proc/stat), 0 elsewhere."""
@@ -55,6 +67,43 @@ def machine_cpu() -> float:
     except OSError:
         return 0.0
     return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.2, window: float = 3.0) -> float:
+    """Wait (at most ``max_wait`` s) until other processes use < ``threshold`` cores over
+    ``window`` s; returns the seconds waited."""
+    t0 = time.perf_counter()
+    while True:
+        m0, c0 = machine_cpu(), tree_cpu()
+        time.sleep(window)
+        others = (machine_cpu() - m0 - (tree_cpu() - c0)) / window
+        waited = time.perf_counter() - t0
+        if others < threshold or waited >= max_wait:
+            return waited
+
+
+def tree_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process and its descendants (the
+    Spark JVM and its Python workers), reaped children included."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(d.name)] = int(f[1])
+        ticks[int(d.name)] = sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+    me, total = os.getpid(), 0
+    for pid, t in ticks.items():
+        p = pid
+        while p > 1 and p != me:
+            p = parent.get(p, 0)
+        if p == me:
+            total += t
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --- input -------------------------------------------------------------------------------
@@ -91,8 +140,13 @@ def build_input(path: Path, rows: int) -> Path:
 
 # --- raw side (runs in its own process) ----------------------------------------------------
 
-def raw_run(inp: Path, tokenizer_file: Path, out: Path | None, batch_rows: int) -> dict[str, Any]:
-    """Read, normalize, ``encode_batch`` and write in this process; returns the timing."""
+def raw_run(inp: Path, tokenizer_file: Path, out: Path | None, batch_rows: int,
+            encoder: str = "encode_batch") -> dict[str, Any]:
+    """Read, normalize, encode and write in this process; returns the timing.
+
+    ``encoder``: "encode_batch" (the tokenizer as saved, padding included) or
+    "sparkforge" (the encoder ``tokenize_df`` runs in each Python worker).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tokenizers import Tokenizer
@@ -100,6 +154,17 @@ def raw_run(inp: Path, tokenizer_file: Path, out: Path | None, batch_rows: int) 
     tok = Tokenizer.from_str(tokenizer_file.read_text())
     tok.encode_batch(["warm up the thread pool"] * 256)
     ints = pa.list_(pa.int32())
+
+    def plain(texts: list[str]) -> tuple[Any, Any]:
+        encs = tok.encode_batch(texts)
+        return (pa.array([e.ids for e in encs], ints),
+                pa.array([e.attention_mask for e in encs], ints))
+
+    encode = plain
+    if encoder == "sparkforge":
+        from sparkforge.tokenize import _BatchEncoder
+
+        encode = _BatchEncoder(tok)
     pf = pq.ParquetFile(inp)
     schema = pa.schema([("id", pa.int64()), ("label", pa.string()), ("text", pa.string()),
                         ("input_ids", ints), ("attention_mask", ints)])
@@ -109,9 +174,7 @@ def raw_run(inp: Path, tokenizer_file: Path, out: Path | None, batch_rows: int) 
     for batch in pf.iter_batches(batch_size=batch_rows, columns=["id", "text", "label"]):
         texts = [unicodedata.normalize("NFKC", s or "").strip()
                  for s in batch.column("text").to_pylist()]
-        encs = tok.encode_batch(texts)
-        ids = pa.array([e.ids for e in encs], ints)
-        mask = pa.array([e.attention_mask for e in encs], ints)
+        ids, mask = encode(texts)
         rows += len(texts)
         if writer is not None:
             writer.write_batch(pa.record_batch(
@@ -121,15 +184,16 @@ def raw_run(inp: Path, tokenizer_file: Path, out: Path | None, batch_rows: int) 
         writer.close()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"rows": rows, "seconds": seconds, "cpu": cpu,
-            "others": (machine_cpu() - m0 - cpu) / seconds}
+            "others": max(0.0, (machine_cpu() - m0 - cpu) / seconds)}
 
 
 def run_raw_process(inp: Path, tokenizer_file: Path, out: Path | None, cores: int,
-                    batch_rows: int) -> dict[str, Any]:
+                    batch_rows: int, encoder: str = "encode_batch") -> dict[str, Any]:
     env = dict(os.environ, RAYON_NUM_THREADS=str(cores), RAYON_RS_NUM_THREADS=str(cores),
                TOKENIZERS_PARALLELISM="true")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--raw-worker", "--input", str(inp),
-           "--tokenizer-file", str(tokenizer_file), "--raw-batch", str(batch_rows)]
+           "--tokenizer-file", str(tokenizer_file), "--raw-batch", str(batch_rows),
+           "--raw-encoder", encoder]
     if out is not None:
         cmd += ["--raw-out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -181,46 +245,9 @@ def spark_run(spark: Any, inp: Path, doc: str, out: Path | None) -> dict[str, An
         df.write.mode("overwrite").parquet(str(out))
     seconds = time.perf_counter() - t0
     cpu = tree_cpu() - c0
-    others = (machine_cpu() - m0 - cpu) / seconds
+    others = max(0.0, (machine_cpu() - m0 - cpu) / seconds)
     parts = spark.read.parquet(str(inp)).rdd.getNumPartitions()
     return {"seconds": seconds, "cpu": cpu, "others": others, "partitions": parts}
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.2, window: float = 3.0) -> float:
-    """Wait (at most ``max_wait`` s) until other processes use < ``threshold`` cores over
-    ``window`` s; returns the seconds waited."""
-    t0 = time.perf_counter()
-    while True:
-        m0, c0 = machine_cpu(), tree_cpu()
-        time.sleep(window)
-        others = (machine_cpu() - m0 - (tree_cpu() - c0)) / window
-        waited = time.perf_counter() - t0
-        if others < threshold or waited >= max_wait:
-            return waited
-
-
-def tree_cpu() -> float:
-    """CPU seconds (user + system) used so far by this process and its descendants (the
-    Spark JVM and its Python workers), reaped children included."""
-    parent: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(d.name)] = int(f[1])
-        ticks[int(d.name)] = sum(int(x) for x in f[11:15])  # utime stime cutime cstime
-    me, total = os.getpid(), 0
-    for pid, t in ticks.items():
-        p = pid
-        while p > 1 and p != me:
-            p = parent.get(p, 0)
-        if p == me:
-            total += t
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --- checks and report ---------------------------------------------------------------------
@@ -273,6 +300,12 @@ def versions() -> str:
     return ", ".join(f"{p} {metadata.version(p)}" for p in ("pyspark", "tokenizers", "pyarrow"))
 
 
+def threads(n: int) -> str:
+    if n <= 0:
+        return "tokenizers' default Rayon pool in each Python worker"
+    return f"`spark.executorEnv.RAYON_NUM_THREADS={n}` (Rayon threads per Python worker)"
+
+
 def spread(xs: list[float]) -> str:
     return f"{min(xs):,.0f}-{max(xs):,.0f}"
 
@@ -283,6 +316,8 @@ def render(res: dict[str, Any]) -> str:
     rw = [r["raw_rate"] for r in runs]
     pairs = [a / b for a, b in zip(sp, rw, strict=True)]
     ratio = statistics.median(sp) / statistics.median(rw)
+    spark_us = statistics.median(r["spark_cpu"] for r in runs) / res["rows"] * 1e6
+    raw_us = statistics.median(r["raw_cpu"] for r in runs) / res["rows"] * 1e6
     ok = "met" if ratio >= GOAL else "NOT met"
     m = res["machine"]
     lines = [
@@ -294,12 +329,12 @@ def render(res: dict[str, Any]) -> str:
         f"- machine: nproc {m['nproc']}, {m['cpu']}, {m['ram']} RAM, Python {m['python']}, "
         f"{res['versions']}",
         f"- Spark: `local[{res['cores']}]`, {res['partitions']} input partitions, "
-        f"`spark.sql.execution.arrow.maxRecordsPerBatch={res['batch_rows']}`, Rayon threads "
-        f"per Python worker: {res['worker_threads'] or 'tokenizers default'}; timed: the "
+        f"`spark.sql.execution.arrow.maxRecordsPerBatch={res['batch_rows']}`, "
+        f"{threads(res['worker_threads'])}; timed: the "
         "write action (session start and a warm-up run on one row group excluded)",
         f"- raw: one process, `RAYON_NUM_THREADS={res['cores']}` set before `tokenizers` is "
-        f"imported, `encode_batch` on {res['raw_batch']:,}-row batches read with pyarrow; "
-        "timed: read to closed output",
+        f"imported, {RAW_ENCODERS[res['raw_encoder']]} on {res['raw_batch']:,}-row batches "
+        "read with pyarrow; timed: read to closed output",
         f"- ids, masks and normalized text equal on both sides for {res['checked']:,} "
         "sampled rows",
         "",
@@ -318,6 +353,12 @@ def render(res: dict[str, Any]) -> str:
         f"Spread over {len(runs)} runs: Spark {spread(sp)}, raw {spread(rw)} texts/s; per-run "
         f"ratio {min(pairs):.2f}-{max(pairs):.2f}. \"others' cores\": CPU used by other "
         "processes on the machine during the timed part (/proc/stat), in cores.",
+        "",
+        f"CPU per text (median): Spark {spark_us:.0f} µs (JVM and Python workers), raw "
+        f"{raw_us:.0f} µs; raw/Spark {raw_us / spark_us:.2f}: the wall-clock ratio when both "
+        "sides get the same CPU share (a loaded machine). On an idle one Spark gains from its "
+        "workers running fully in parallel, where the raw process has serial steps (reading "
+        "ids out of the encodings, the Parquet write).",
     ]
     if res.get("notes"):
         lines += ["", *res["notes"]]
@@ -357,6 +398,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worker-threads", type=int, default=1,
                    help="Rayon threads per Spark Python worker (0: tokenizers' default)")
     p.add_argument("--raw-batch", type=int, default=8192, help="raw encode_batch size")
+    p.add_argument("--raw-encoder", choices=["encode_batch", "sparkforge"],
+                   default="encode_batch",
+                   help="raw side: the saved tokenizer's encode_batch (default, the baseline "
+                        "of the goal) or the encoder tokenize_df runs in each Spark worker")
     p.add_argument("--workdir", type=Path,
                    default=Path(tempfile.gettempdir()) / "sparkforge-bench-tokenize")
     p.add_argument("--max-wait", type=float, default=0.0,
@@ -376,7 +421,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     args = parse_args(argv)
     if args.raw_worker:
         print(json.dumps(raw_run(args.input, args.tokenizer_file, args.raw_out,
-                                 args.raw_batch)))
+                                 args.raw_batch, args.raw_encoder)))
         return None
     if args.rows < 1 or args.cores < 1 or args.repeat < 1:
         raise SystemExit("--rows, --cores and --repeat must be >= 1")
@@ -406,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         if args.max_wait > 0:
             waited += wait_quiet(args.max_wait)
         r = run_raw_process(inp, tok_file, raw_out if sink else None, args.cores,
-                            args.raw_batch)
+                            args.raw_batch, args.raw_encoder)
         if r["rows"] != args.rows:
             raise AssertionError(f"raw side read {r['rows']} rows, expected {args.rows}")
         run = {"spark_rate": args.rows / s["seconds"], "raw_rate": args.rows / r["seconds"],
@@ -434,7 +479,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "sink": "Parquet on both sides (snappy)" if sink else "none (Spark noop writer)",
         "machine": machine(), "versions": versions(), "partitions": parts,
         "batch_rows": args.batch_rows, "worker_threads": args.worker_threads,
-        "raw_batch": args.raw_batch, "checked": checked, "runs": runs, "notes": args.note,
+        "raw_batch": args.raw_batch, "raw_encoder": args.raw_encoder, "checked": checked,
+        "runs": runs, "notes": args.note,
     }
     sp = [r["spark_rate"] for r in runs]
     rw = [r["raw_rate"] for r in runs]

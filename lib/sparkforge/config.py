@@ -147,8 +147,12 @@ class TrainConfig:
     freeze_encoder: bool = False
     max_steps_per_epoch: int = 0  # 0 = the whole epoch; a cap for smoke runs
     # Continue from the last complete checkpoint in model/checkpoint/. A fresh run
-    # (false) clears old checkpoints first; a retried barrier stage always resumes.
+    # (false) clears old checkpoints first.
     resume: bool = False
+    # Relaunch a failed training (a lost rank or executor) up to this many times; each
+    # relaunch continues from this run's last complete checkpoint. (Spark does not retry
+    # TorchDistributor's barrier stage itself: it is a result stage.)
+    max_restarts: int = 0
     grad_accum_steps: int = 1  # micro-batches per optimizer step
     # Shard parameters, gradients and optimizer state across ranks (FSDP2) instead of
     # replicating them (DDP): for models larger than one device.
@@ -167,6 +171,8 @@ class TrainConfig:
         if self.max_steps_per_epoch < 0:
             _fail("train.max_steps_per_epoch", self.max_steps_per_epoch,
                   "use 0 (the whole epoch) or a positive cap")
+        if self.max_restarts < 0:
+            _fail("train.max_restarts", self.max_restarts, "use 0 (fail at once) or more")
         if self.lr <= 0:
             _fail("train.lr", self.lr, "use a positive learning rate, e.g. 1e-3")
         if not 0.0 <= self.dropout < 1.0:

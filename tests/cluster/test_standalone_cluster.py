@@ -47,7 +47,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     master = subprocess.Popen(
         [str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
          "--port", str(port), "--webui-port", str(_free_port())],
-        stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT, env=env)
+        # the log file lives as long as the daemon; closed when the process ends
+        stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT, env=env)  # noqa: SIM115
     url = f"spark://127.0.0.1:{port}"
     worker = None
     try:
@@ -56,7 +57,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             [str(spark_class), "org.apache.spark.deploy.worker.Worker", url, "--host",
              "127.0.0.1", "--cores", "2", "--memory", "3g", "--webui-port", str(_free_port()),
              "--work-dir", str(logs / "work")],
-            stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT, env=env)
+            stdout=open(logs / "worker.log", "w"),  # noqa: SIM115  (lives with the daemon)
+            stderr=subprocess.STDOUT, env=env)
         time.sleep(5)
         yield url
     finally:

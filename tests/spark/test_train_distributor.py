@@ -104,3 +104,17 @@ def test_fsdp_on_two_cpu_ranks_shards_and_resumes(spark: Any, tmp_path: Path) ->
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["train"]["fsdp"] is True
 
+
+def test_failed_barrier_stage_is_relaunched_from_the_checkpoint(spark: Any, tmp_path: Path
+                                                                ) -> None:
+    """local_mode=false: rank 1 dies once in epoch 1; train.max_restarts relaunches the
+    barrier stage, which continues from epoch 0's checkpoint instead of starting over."""
+    root = make_run(tmp_path / "run")
+    once = {"rank": 1, "epoch": 1, "step": 2, "once_file": str(tmp_path / "failed")}
+    summary = run_train(spark, config(root, local_mode=False, epochs=2, max_restarts=1),
+                        _hooks={"_fail_at": once})
+    assert (tmp_path / "failed").exists()
+    assert summary["restarts"] == 1
+    assert summary["resumed_from_epoch"] == 1
+    assert [h["epoch"] for h in summary["history"]] == [0, 1]
+    assert checkpoint_epochs(root) == [1]

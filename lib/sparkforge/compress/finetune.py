@@ -21,6 +21,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+LOG_EVERY = 50  # steps between progress lines
+
 
 def evaluate(model: nn.Module, data: Mapping[str, np.ndarray], inputs: list[str], target: str,
              regression: bool, batch_size: int = 256) -> float:
@@ -87,6 +89,9 @@ def finetune(model: nn.Module, train: Mapping[str, np.ndarray], val: Mapping[str
             sched.step()
             loss_sum += float(loss.detach()) * len(y)
             seen += len(y)
+            if (step + 1) % LOG_EVERY == 0:
+                log.info("fine-tune epoch %d: step %d/%d, loss %.4f, %.1fs", epoch, step + 1,
+                         steps, loss_sum / max(seen, 1), time.time() - t0)
         metric = evaluate(model, val, inputs, target, regression)
         history.append({"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
                         "val_metric": metric, "epoch_s": time.time() - t0, "steps": steps})

@@ -228,6 +228,17 @@ def prune_vocabulary(embedding: nn.Embedding, kept_ids: Iterable[int], unk_id: i
 # --- whole models ---------------------------------------------------------------------
 
 
+def _token_embedding(model: nn.Module) -> tuple[nn.Module, str] | None:
+    """(module, attribute) of the token embedding table: BERT's ``word_embeddings`` or
+    ``embedding_bag``'s ``embed``; None when there is none (or it was pruned already)."""
+    for m in model.modules():
+        if isinstance(getattr(m, "word_embeddings", None), nn.Embedding):
+            return m, "word_embeddings"
+    if isinstance(getattr(model, "embed", None), nn.Embedding):
+        return model, "embed"
+    return None
+
+
 def prune_model(model: nn.Module, spec: Mapping[str, Any], fraction: float, *,
                 sample: Mapping[str, np.ndarray] | None = None,
                 kept_token_ids: Iterable[int] | None = None, unk_id: int = 100
@@ -266,17 +277,12 @@ def prune_model(model: nn.Module, spec: Mapping[str, Any], fraction: float, *,
         info["layer_heads"] = [h for h, _ in kept]
         info["intermediate_sizes"] = [u for _, u in kept]
     if kept_token_ids is not None:
-        emb_owner = next((m for m in model.modules()
-                          if isinstance(getattr(m, "word_embeddings", None), nn.Embedding)),
-                         None)
-        if emb_owner is None and isinstance(getattr(model, "embed", None), nn.Embedding):
-            emb_owner, attr = model, "embed"
-        else:
-            attr = "word_embeddings"
-        if emb_owner is not None:
-            old: nn.Embedding = getattr(emb_owner, attr)
+        found = _token_embedding(model)
+        if found is not None:
+            owner, attr = found
+            old: nn.Embedding = getattr(owner, attr)
             new = prune_vocabulary(old, kept_token_ids, unk_id)
-            setattr(emb_owner, attr, new)
+            setattr(owner, attr, new)
             info["vocab_rows"] = [old.num_embeddings, new.table.num_embeddings]
     after = count_parameters(model)
     info.update(parameters_before=before, parameters_after=after)

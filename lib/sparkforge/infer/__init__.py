@@ -6,7 +6,7 @@ batch and every task that a worker runs reuses it (Spark reuses Python workers,
 than a scalar pandas UDF because one call sees the whole partition as an iterator
 of batches and returns several columns (prediction, probability) at once; scoring
 uses its Arrow form, ``mapInArrow`` (BENCHMARKS.md, Scoring: 1.5x faster than
-``predict_batch_udf`` on mapInPandas, and mapInArrow 1.8x faster again).
+``predict_batch_udf`` on mapInPandas, and mapInArrow about 1.5x faster again).
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
     order; empty for regression), split, model_variant, then ``passthrough``.
 
     Runs on ``mapInArrow``: model inputs are reshaped straight from the Arrow list
-    buffers and outputs built as Arrow arrays; measured 1.8x faster than the same
-    code on ``mapInPandas`` (BENCHMARKS.md, Scoring).
+    buffers and outputs built as Arrow arrays; measured 1.2-1.8x faster than the same
+    code on ``mapInPandas`` (about 1.5x by CPU seconds; BENCHMARKS.md, Scoring).
     """
     import pyarrow as pa
     import pyarrow.compute as pc

