@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SESSIONS: dict[str, ort.InferenceSession] = {}
+MAX_CACHED_SESSIONS = 2
 # Driver-side environment variable naming a file to which each session load appends
 # a line; read when the scoring plan is built and shipped in the closure.
 LOAD_LOG_ENV = "SPARKFORGE_SESSION_LOAD_LOG"
@@ -57,6 +58,10 @@ def onnx_session(path: str, sha256: str, threads: int = 1,
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                      if p in ort.get_available_providers()]
         sess = ort.InferenceSession(path, opts, providers=providers)
+        # Keep the few most recent sessions: a stage that scores several variants in
+        # turn must not hold every model in each worker (MiniLM variants are ~1 GB each).
+        while len(_SESSIONS) >= MAX_CACHED_SESSIONS:
+            _SESSIONS.pop(next(iter(_SESSIONS)))
         _SESSIONS[key] = sess
         log.info("loaded ONNX session %s (%s) in pid %d", path, sha256[:12], os.getpid())
         if load_log:

@@ -1,0 +1,273 @@
+"""Read raw input, quarantine bad records with a reason, clean, derive ids, split.
+
+Every row read ends up either kept or in quarantine with a reason:
+``rows_in == rows_kept + rows_quarantined`` (checked, and recorded in the manifest).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sparkforge.config import Config
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+CORRUPT = "_corrupt_record"
+REASON = "reason"
+SPLITS = ("train", "val", "test")
+# Fraction of non-null values that must parse as numbers for a string column to be numeric.
+NUMERIC_MIN_FRACTION = 0.98
+
+
+class DataQualityError(RuntimeError):
+    """Too many rows were quarantined (CLI exit code 3)."""
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What training saw, re-applied when scoring a new table (from ``model/``)."""
+
+    labels: list[str]                      # empty for regression
+    numeric: list[str]
+    categories: dict[str, list[str]]       # categorical column -> known categories
+    quarantine_unseen_categories: bool = True
+
+
+@dataclass(frozen=True)
+class Prepared:
+    kept: DataFrame          # id, label, split, + text or the feature columns
+    quarantine: DataFrame    # stage, reason, id, raw
+    numeric_columns: list[str]
+    categorical_columns: list[str]
+
+
+def read_raw(spark: SparkSession, cfg: Config, input_path: str | None = None) -> DataFrame:
+    """Read ``data.input`` keeping malformed records (PERMISSIVE + a corrupt-record column)."""
+    from pyspark.sql import types as T
+
+    d = cfg.data
+    path = input_path or d.input
+    reader = spark.read.options(**d.options)
+    if d.format == "csv":
+        # Read every column as a string, then decide types ourselves: Spark's inferSchema
+        # would null out a bad value silently, and we want it quarantined with a reason.
+        header = spark.read.options(**d.options).csv(path).schema
+        schema = T.StructType([T.StructField(f.name, T.StringType()) for f in header.fields]
+                              + [T.StructField(CORRUPT, T.StringType())])
+        return (reader.schema(schema).option("mode", "PERMISSIVE")
+                .option("columnNameOfCorruptRecord", CORRUPT).csv(path))
+    if d.format == "json":
+        df = (reader.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
+              .json(path))
+        # Spark refuses queries that touch only the corrupt column of raw JSON; cache first.
+        return df.cache() if CORRUPT in df.columns else df
+    if d.format == "parquet":
+        return reader.parquet(path)
+    return reader.text(path)
+
+
+def _is_blank(c: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return c.isNull() | (F.trim(c.cast("string")) == "")
+
+
+def _numeric_columns(df: DataFrame, candidates: list[str]) -> list[str]:
+    """Columns already numeric, or string columns whose values almost all parse as numbers."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    numeric = [c for c in candidates
+               if isinstance(df.schema[c].dataType, T.NumericType)]
+    strings = [c for c in candidates if isinstance(df.schema[c].dataType, T.StringType)]
+    if not strings:
+        return numeric
+    aggs = []
+    for c in strings:
+        aggs.append(F.count(F.when(~_is_blank(F.col(c)), 1)).alias(f"n_{c}"))
+        aggs.append(F.count(F.col(c).try_cast("double")).alias(f"ok_{c}"))
+    row = df.agg(*aggs).first()
+    assert row is not None
+    for c in strings:
+        n, ok = row[f"n_{c}"], row[f"ok_{c}"]
+        if n and ok / n >= NUMERIC_MIN_FRACTION:
+            numeric.append(c)
+    return [c for c in candidates if c in numeric]
+
+
+def feature_columns(cfg: Config, columns: list[str]) -> list[str]:
+    d = cfg.data
+    if d.feature_columns:
+        return list(d.feature_columns)
+    skip = {d.label_column, d.id_column, d.text_column, CORRUPT}
+    return [c for c in columns if c not in skip]
+
+
+def split_column(id_col: Column, train: float, val: float, seed: int) -> Column:
+    """train/val/test from a seeded hash of the id alone: stable across reruns and
+    repartitioning, since it depends on nothing but the id's value."""
+    from pyspark.sql import functions as F
+
+    u = F.pmod(F.xxhash64(F.lit(seed), id_col), F.lit(1_000_000)) / F.lit(1_000_000.0)
+    return (F.when(u < train, "train").when(u < train + val, "val").otherwise("test"))
+
+
+def _declared_numeric(cfg: Config, feats: list[str]) -> dict[str, bool]:
+    """Columns whose type ``data.schema`` declares: True when numeric."""
+    numeric_types = ("byte", "short", "int", "integer", "long", "bigint", "float", "double",
+                     "decimal", "tinyint", "smallint")
+    return {c: cfg.data.schema[c].lower().split("(")[0] in numeric_types
+            for c in feats if c in cfg.data.schema}
+
+
+def stratified_split_column(id_col: Column, label_col: Column, train: float, val: float,
+                            seed: int) -> Column:
+    """Exact per-label proportions: within each label, rows are ordered by the seeded hash
+    of their id and cut at the split fractions. Depends only on (label, id) values, so it
+    is stable under repartitioning; adding rows can move rows near a cut."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy(label_col).orderBy(F.xxhash64(F.lit(seed), id_col), id_col)
+    r = F.percent_rank().over(w)
+    return F.when(r < train, "train").when(r < train + val, "val").otherwise("test")
+
+
+def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
+            fitted: Fitted | None = None, input_path: str | None = None,
+            keep_columns: list[str] | None = None) -> Prepared:
+    """Quarantine, clean, id and split ``data.input`` (or ``input_path``).
+
+    With ``fitted`` (scoring), the training's column types, labels and categories are
+    re-applied: a missing label column is allowed (unlabeled rows are scored), labels
+    and categories never seen in training are quarantined, and rows are not deduped.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    d = cfg.data
+    raw = read_raw(spark, cfg, input_path)
+    original = [c for c in raw.columns if c != CORRUPT]
+    has_label = d.label_column in raw.columns
+    if fitted is None and not has_label:
+        raise ValueError(f"data.label_column={d.label_column!r} is not a column of the input; "
+                         f"its columns are {original}")
+    label = F.col(d.label_column) if has_label else F.lit(None).cast("string")
+    if fitted is not None:
+        numeric = list(fitted.numeric)
+        categorical = list(fitted.categories)
+        missing = [c for c in numeric + categorical if c not in raw.columns]
+        if missing:
+            raise ValueError(f"the table to score lacks the training feature columns {missing}")
+        feats = numeric + categorical
+    else:
+        feats = [] if cfg.is_text else feature_columns(cfg, original)
+        declared = _declared_numeric(cfg, feats)
+        undeclared = [c for c in feats if c not in declared]
+        # CSV gives only strings, so numbers are inferred from the values; JSON and
+        # Parquet carry types, and a string there stays categorical.
+        inferred = (_numeric_columns(raw, undeclared) if d.format == "csv" else
+                    [c for c in undeclared if isinstance(raw.schema[c].dataType, T.NumericType)])
+        numeric = [c for c in feats if declared.get(c, c in inferred)]
+        categorical = [c for c in feats if c not in numeric]
+
+    # fillna policy first: filled columns never quarantine for nulls.
+    df = raw
+    for col, value in cfg.preprocess.fillna.items():
+        df = df.withColumn(col, F.coalesce(F.col(col).cast("string"), F.lit(value))
+                           .cast(df.schema[col].dataType))
+
+    # The first reason that applies wins; the order puts structural problems first.
+    checks: list[tuple[Column, Column | str]] = []
+    if CORRUPT in df.columns:
+        checks.append((F.col(CORRUPT).isNotNull(), "malformed_record"))
+    if d.id_column:
+        checks.append((_is_blank(F.col(d.id_column)), "null_id"))
+    if fitted is None:
+        checks.append((_is_blank(label), "null_label"))
+    if cfg.is_regression:
+        checks.append(((~_is_blank(label)) & label.try_cast("double").isNull(),
+                       "bad_label_type"))
+    elif fitted is not None and has_label:
+        known = F.array(*[F.lit(x) for x in fitted.labels])
+        checks.append(((~_is_blank(label))
+                       & ~F.array_contains(known, F.trim(label.cast("string"))), "unseen_label"))
+    if cfg.is_text:
+        assert d.text_column
+        checks.append((_is_blank(F.col(d.text_column)), "empty_text"))
+    for c in numeric:
+        checks.append(((~_is_blank(F.col(c))) & F.col(c).try_cast("double").isNull(),
+                       f"bad_type:{c}"))
+    if fitted is not None and fitted.quarantine_unseen_categories:
+        for c, cats in fitted.categories.items():
+            v = F.trim(F.col(c).cast("string"))
+            known_c = F.array(*[F.lit(x) for x in cats]) if cats else F.array().cast(
+                "array<string>")
+            checks.append(((~_is_blank(F.col(c))) & ~F.array_contains(known_c, v),
+                           f"unseen_category:{c}"))
+    reason: Column = F.lit(None).cast("string")
+    for cond, why in reversed(checks):
+        reason = F.when(cond, F.lit(why) if isinstance(why, str) else why).otherwise(reason)
+    df = df.withColumn(REASON, reason)
+
+    # Content hash over the fields the model sees: the dedupe key, and the derived id
+    # when the input has none. The label is left out so that the same row gets the same
+    # id when a later, unlabeled table is scored.
+    content_cols = [d.text_column or ""] if cfg.is_text else sorted(feats)
+    content = F.sha2(F.concat_ws("\u001f", *[F.coalesce(F.col(c).cast("string"), F.lit("\u2400"))
+                                             for c in content_cols]), 256)
+    df = df.withColumn("_content", content)
+    occurrence = F.row_number().over(Window.partitionBy("_content", REASON).orderBy(
+        *([F.col(d.id_column)] if d.id_column else []), *[F.col(c) for c in original]))
+    df = df.withColumn("_occ", occurrence)
+    if d.id_column:
+        id_col = F.col(d.id_column).cast("string")
+    else:
+        # Stable id from content; repeated identical rows get -2, -3, ... when not deduped.
+        base = F.substring(F.col("_content"), 1, 20)
+        id_col = F.when(F.col("_occ") > 1, F.concat_ws("-", base, F.col("_occ").cast("string"))
+                        ).otherwise(base)
+    df = df.withColumn("id", id_col)
+    if cfg.preprocess.dedupe and fitted is None:
+        df = df.withColumn(REASON, F.when(F.col(REASON).isNull() & (F.col("_occ") > 1),
+                                          F.lit("duplicate")).otherwise(F.col(REASON)))
+    df = df.cache()
+
+    raw_struct = F.to_json(F.struct(*[F.col(c) for c in df.columns
+                                      if c in original or c == CORRUPT]))
+    quarantine = (df.filter(F.col(REASON).isNotNull())
+                  .select(F.lit(stage).alias("stage"), F.col(REASON), F.col("id"),
+                          raw_struct.alias("raw")))
+
+    good = df.filter(F.col(REASON).isNull())
+    if cfg.is_text:
+        assert d.text_column
+        text = F.col(d.text_column)
+        cols = [F.col("id"), label.cast("string").alias("label"), text.alias("text")]
+    else:
+        lab = label.try_cast("double") if cfg.is_regression else F.trim(label.cast("string"))
+        cols = [F.col("id"), lab.alias("label")]
+        cols += [F.col(c).try_cast("double").alias(c) for c in numeric]
+        cols += [F.trim(F.col(c).cast("string")).alias(c) for c in categorical]
+    for c in keep_columns or []:
+        if c not in original:
+            raise ValueError(f"score.passthrough_columns: {c!r} is not a column of the input; "
+                             f"its columns are {original}")
+        if c not in {"id", "label", "text", "split", *numeric, *categorical}:
+            cols.append(F.col(c))
+    split = cfg.preprocess.split
+    kept = good.select(*cols)
+    if split.stratify and fitted is None and not cfg.is_regression:
+        kept = kept.withColumn("split", stratified_split_column(
+            F.col("id"), F.col("label"), split.train, split.val, split.seed))
+    else:
+        kept = kept.withColumn(
+            "split", split_column(F.col("id"), split.train, split.val, split.seed))
+    return Prepared(kept=kept, quarantine=quarantine, numeric_columns=numeric,
+                    categorical_columns=categorical)
