@@ -123,7 +123,7 @@ def _list_array(matrix: np.ndarray, value_type: pa.DataType) -> pa.Array:
     import pyarrow as pa
 
     n, k = matrix.shape
-    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)  # k may be 0 (regression)
     return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel(), type=value_type))
 
 
