@@ -20,7 +20,7 @@ PST_PKGS  := pyspark==4.0.5 petastorm==0.12.1 pyarrow==14.0.2 numpy==1.26.4 pand
 PST_TESTS := tests/spark/test_train_petastorm.py
 
 .PHONY: setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
-	test-slow lint bench clean
+	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train
 
 setup: $(STAMP)
 
@@ -76,6 +76,23 @@ test-petastorm: setup-petastorm
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# Side-by-side ratio benchmarks; each rewrites its own section of BENCHMARKS.md.
+# bench-compress and bench-train read the demo runs (`make demo` first).
+bench: bench-tokenize bench-score bench-compress bench-train
+
+bench-tokenize: setup demo-data
+	$(BIN)/python -m benchmarks.bench_tokenize --rows 1000000 --repeat 3
+
+bench-score: setup demo-data
+	$(BIN)/python -m benchmarks.bench_score
+
+bench-compress: setup
+	$(BIN)/python -m benchmarks.bench_compress runs/demo_text runs/demo_tabular \
+	  --test-metrics --remeasure-latency --rounds 3
+
+bench-train: setup
+	$(BIN)/python -m benchmarks.bench_train
 
 lint: setup
 	$(BIN)/ruff check lib tests spark_jobs benchmarks notebooks

@@ -7,9 +7,10 @@
 ``model/{labels,tokenizer}.json`` are read, never written; models go to a temp folder).
 
 1. loader: embedding_bag (the fastest model, so the loader's worst case) trained in one
-   process (2 torch threads) on the first ``--loader-batches`` batches of an epoch, fed by
-   the ``arrow`` loader from Parquet vs by the very same batches prebuilt as torch tensors
-   in memory. samples/s = rows through forward + backward + optimizer step / wall clock.
+   process (1 torch thread, as each rank here) on the first ``--loader-batches`` batches
+   of an epoch, fed by the ``arrow`` loader from Parquet vs by the very same batches
+   prebuilt as torch tensors in memory. samples/s = rows through forward + backward +
+   optimizer step / wall clock.
    Goal: loader >= 0.95x memory.
 2. launch: one epoch of ``train_fn`` (2 ranks, gloo, 1 thread each) under
    ``TorchDistributor(local_mode=True)`` and ``local_mode=False`` vs the same function
@@ -17,8 +18,8 @@
    from each run's history; "start" is the launch's wall clock minus the time spent
    inside ``train_fn`` (process start, imports, pickling, rendezvous, result return).
    Goal: epoch time <= 1.05x torchrun's and a fixed start <= 15 s.
-3. scaling: samples/s of 2 ranks (1 torch thread each) vs 1 rank (2 threads) under
-   torchrun, for embedding_bag and MiniLM (steps per rank capped).
+3. scaling: samples/s of 2 ranks (1 torch thread each) vs 1 rank (2 threads, and 1
+   thread) under torchrun, for embedding_bag and MiniLM (steps per rank capped).
 4. models (``--only models``, ~15 min): test accuracy (fp32, torch) on the demo split of
    embedding_bag and the small transformer trained from scratch for 5 epochs each, and
    of the MiniLM model already fine-tuned in ``--run`` (1 epoch, ``make demo-text``).
@@ -199,7 +200,7 @@ def bench_loader(run: Path, name: str, repeat: int, batches: int, chunk: int = 1
     from sparkforge.models import build_model
     from sparkforge.train.loader import ArrowLoader, trim_padding
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # what each of the 2 ranks uses on this machine
     cols = [*TEXT_INPUTS, TARGET]
     loader = ArrowLoader(run / "preprocessed" / "split=train", cols, 0, 1, batch_size, seed=42)
 
@@ -287,13 +288,12 @@ def bench_scaling(run: Path, work: Path, repeat: int, minilm_steps: int) -> dict
         runs = []
         for i in range(repeat):
             row = {}
-            for nproc in (1, 2):
-                params = params_for(run, work / f"scale-{name}-{nproc}-{i}", name,
-                                    threads=2 // nproc, batch_size=batch, lr=lr,
-                                    max_steps=steps)
+            for key, nproc, threads in (("1x2", 1, 2), ("1x1", 1, 1), ("2x1", 2, 1)):
+                params = params_for(run, work / f"scale-{name}-{key}-{i}", name,
+                                    threads=threads, batch_size=batch, lr=lr, max_steps=steps)
                 result, t = torchrun(params, nproc, work)
-                row[nproc] = {"samples_s": result["history"][0]["samples_per_s"],
-                              "others": t.others}
+                row[key] = {"samples_s": result["history"][0]["samples_per_s"],
+                            "others": t.others}
             runs.append(row)
         out[name] = {"batch_size": batch, "max_steps": steps, "runs": runs}
     return out
@@ -376,7 +376,8 @@ def render(res: dict[str, Any], previous: str) -> str:
 
 def _render_loader(rs: list[dict[str, Any]]) -> list[str]:
     lines = ["### 1. Loader throughput vs in-memory tensors (goal >= 0.95x)", "",
-             f"One process, 2 torch threads, the first {rs[0]['batches']} batches of 64 of an "
+             f"One process, 1 torch thread (as each of the 2 ranks here; the loader reads in "
+             f"its own thread), the first {rs[0]['batches']} batches of 64 of an "
              "epoch, fed from Parquet by the `arrow` loader (plan, reading, shuffling and "
              "conversion to tensors included) or prebuilt as tensors in memory; one model and "
              f"optimizer; the two sides interleaved in chunks of {rs[0]['chunk']} batches "
@@ -406,12 +407,14 @@ def _render_loader(rs: list[dict[str, Any]]) -> list[str]:
 
 def _render_launch(r: dict[str, Any]) -> list[str]:
     runs = r["runs"]
-    tr = {k: med([x["torchrun"][k] for x in runs]) for k in ("wall", "epoch", "start")}
     lines = ["### 2. One epoch under TorchDistributor vs plain torchrun "
              "(goal <= 1.05x, fixed start <= 15 s)", "",
              "`embedding_bag`, 2 ranks x 1 thread, gloo, batch 64 per rank, one epoch plus "
              "validation and a checkpoint. Epoch = the epoch's training time from the history; "
-             "start = wall clock minus the time inside `train_fn`.", "",
+             "start = wall clock minus the time inside `train_fn`; \"epoch vs torchrun\" is "
+             "the median of the per-round ratios (the three launchers run back to back in "
+             "each round). With local_mode=False the ranks are Spark's Python workers, so "
+             "their CPU shows under \"others' cores\".", "",
              "| launcher | wall s | epoch s | epoch vs torchrun | start s | samples/s "
              "| others' cores |", "|---|---:|---:|---:|---:|---:|---:|"]
     for side, label in (("torchrun", "torchrun --standalone"),
@@ -419,7 +422,7 @@ def _render_launch(r: dict[str, Any]) -> list[str]:
                         ("td_barrier", "TorchDistributor local_mode=False")):
         v = {k: med([x[side][k] for x in runs]) for k in ("wall", "epoch", "start", "samples_s",
                                                           "others")}
-        ratio = v["epoch"] / tr["epoch"]
+        ratio = med([x[side]["epoch"] / x["torchrun"]["epoch"] for x in runs])
         ok = "" if side == "torchrun" else (
             " (met)" if ratio <= 1.05 and v["start"] <= 15 else " (NOT met)")
         lines.append(f"| {label} | {v['wall']:.1f} | {v['epoch']:.2f} | {ratio:.2f}{ok} | "
@@ -433,18 +436,23 @@ def _render_launch(r: dict[str, Any]) -> list[str]:
 
 def _render_scaling(r: dict[str, Any]) -> list[str]:
     lines = ["### 3. 2 ranks vs 1 rank on this 2-core machine", "",
-             "Under torchrun: 1 rank x 2 torch threads vs 2 ranks x 1 thread (DDP, gloo); "
-             "samples/s of the first steps of an epoch (capped as shown), batch per rank "
-             "as shown.", "",
-             "| model | batch/rank | 1 rank samples/s | 2 ranks samples/s | 2 vs 1 "
-             "| others' cores |", "|---|---:|---:|---:|---:|---:|"]
+             "Under torchrun, DDP on gloo: 2 ranks x 1 torch thread (what `train` runs with "
+             "`num_processes: 2` here) vs 1 rank x 2 threads and 1 rank x 1 thread; samples/s "
+             "of the first steps of an epoch (capped as shown; batch per rank as shown). "
+             "The ratios are medians of the per-round ratios.", "",
+             "| model | batch/rank | 1 rank x 2 threads | 1 rank x 1 thread | 2 ranks x 1 thread "
+             "| 2 ranks vs 1x2 | 2 ranks vs 1x1 | others' cores |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, v in r.items():
-        one = med([x[1]["samples_s"] for x in v["runs"]])
-        two = med([x[2]["samples_s"] for x in v["runs"]])
-        others = med([(x[1]["others"] + x[2]["others"]) / 2 for x in v["runs"]])
+        runs = v["runs"]
+        sps = {k: med([x[k]["samples_s"] for x in runs]) for k in ("1x2", "1x1", "2x1")}
+        vs = {k: med([x["2x1"]["samples_s"] / x[k]["samples_s"] for x in runs])
+              for k in ("1x2", "1x1")}
+        others = med([x[k]["others"] for x in runs for k in ("1x2", "1x1", "2x1")])
         cap = f" ({v['max_steps']} steps)" if v["max_steps"] else ""
-        lines.append(f"| {name}{cap} | {v['batch_size']} | {one:,.1f} | {two:,.1f} | "
-                     f"{two / one:.2f}x | {others:.2f} |")
+        lines.append(f"| {name}{cap} | {v['batch_size']} | {sps['1x2']:,.1f} | "
+                     f"{sps['1x1']:,.1f} | {sps['2x1']:,.1f} | {vs['1x2']:.2f}x | "
+                     f"{vs['1x1']:.2f}x | {others:.2f} |")
     return lines
 
 
