@@ -36,6 +36,8 @@ def check_run(out: Path, min_accuracy: float) -> dict:  # type: ignore[type-arg]
     labels = json.loads((out / "model" / "labels.json").read_text())
     assert set(metrics["variants"]) == {"fp32", "int8_dynamic"}
     assert metrics["selected"] in metrics["variants"]
+    for v in metrics["variants"]:  # the gate's decision and figures travel with the metrics
+        assert metrics["compression"]["variants"][v]["decision"]
     part = out / "scores" / f"run_date={metrics['run_date']}"
     assert (part / "_SUCCESS").exists()
     scores = pd.read_parquet(part)

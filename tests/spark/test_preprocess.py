@@ -167,3 +167,14 @@ def test_encoding_survives_the_json_round_trip(spark, tmp_path: Path) -> None:
     a, _ = features.transform_pandas(pdf, stats)
     b, _ = features.transform_pandas(pdf, again)
     np.testing.assert_array_equal(a, b)
+
+
+def test_regression_label_of_the_wrong_type_is_quarantined(spark, tmp_path: Path) -> None:
+    inp = tmp_path / "reg.csv"
+    inp.write_text("x,y\n" + "".join(f"{i},{i * 0.5}\n" for i in range(50)) + "7,seven\n")
+    cfg = load_config(ROOT / "conf" / "tabular_classification.yaml", [
+        f"data.input={inp}", "task=tabular_regression", "data.label_column=y",
+        f"output.dir={tmp_path / 'run'}", "preprocess.max_quarantine_fraction=0.5"])
+    s = run_preprocess(spark, cfg)
+    assert s["quarantine_reasons"] == {"bad_label_type": 1}
+    assert s["rows_in"] == 51 == s["rows_kept"] + s["rows_quarantined"]

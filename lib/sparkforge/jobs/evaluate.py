@@ -39,7 +39,12 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         variants[variant] = (regression_metrics(rows) if cfg.is_regression
                              else classification_metrics(rows, labels))
     metrics: dict[str, Any] = {"variants": variants, "selected": selection["selected"],
-                               "run_date": run_date}
+                               "run_date": run_date,
+                               # the gate's decision with every variant's measured figures
+                               "compression": {
+                                   "max_accuracy_drop": selection.get("max_accuracy_drop"),
+                                   "select": selection.get("select"),
+                                   "variants": selection.get("variants", {})}}
     if not cfg.is_regression:
         from sparkforge.metrics.curves import binned_curves
 
