@@ -64,6 +64,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# Model inputs from Arrow batches: the library's own function, as score_df uses it.
+from sparkforge.infer import arrow_inputs
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -229,22 +232,6 @@ def build_input(src: Path, path: Path, rows: int, row_group: int, columns: list[
 
 # --- the single-process side ---------------------------------------------------------------
 
-def arrow_inputs(batch: pa.RecordBatch, names: list[str]) -> dict[str, np.ndarray]:
-    """Fixed-width list columns of an Arrow batch -> model inputs: a reshape of the values
-    buffer (no per-row copy); padding trimmed as ``model_inputs`` does."""
-    feeds: dict[str, np.ndarray] = {}
-    n = batch.num_rows
-    for name in names:
-        values = batch.column(name).flatten().to_numpy()
-        dtype = np.float32 if name == "features" else np.int64
-        feeds[name] = values.reshape(n, values.size // max(n, 1)).astype(dtype, copy=False)
-    if "attention_mask" in feeds:
-        longest = max(int(feeds["attention_mask"].sum(axis=1).max()), 1)
-        for k in ("input_ids", "attention_mask"):
-            feeds[k] = np.ascontiguousarray(feeds[k][:, :longest])
-    return feeds
-
-
 def scored_batch(batch: pa.RecordBatch, probs: np.ndarray, labels: list[str],
                  variant: str) -> pa.RecordBatch:
     """``score_df``'s output columns for one batch, built with Arrow compute."""
@@ -386,9 +373,8 @@ def to_arrow_only(w: Workload, df: Any) -> Any:
     def _convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from sparkforge import infer
 
-        to_tensors = getattr(infer, "arrow_inputs", None) or arrow_inputs
         for b in batches:
-            to_tensors(b, inputs)
+            infer.arrow_inputs(b, inputs)
             yield b.select(["id"])
 
     return df.select("id", "label", "split", *inputs).mapInArrow(_convert, "id string")
