@@ -50,6 +50,15 @@ GOAL = 0.8
 MAX_LENGTH = 64
 ROW_GROUP_ROWS = 32_768
 SAMPLE_ROWS = 5_000
+TUNING = (
+    "What the Spark side does: `tokenize_df` runs an Arrow UDF (no pandas); a tokenizer "
+    "that pads on the right to a fixed length is encoded unpadded with `encode_batch_fast` "
+    "and padded in numpy (the same ids and masks for about a quarter less CPU per text than "
+    "padded `encode_batch` turned into lists); one Rayon thread per Python worker (two "
+    "workers with tokenizers' default pool would run 4 threads on 2 cores); 4 input "
+    "partitions per core (`spark.sql.files.maxPartitionBytes`); a warm-up run of the whole "
+    "job on one row group (starts the workers, parses the tokenizer, JIT-compiles the JVM "
+    "side).")
 RAW_ENCODERS = {
     "encode_batch": "`tok.encode_batch(texts)` with the saved tokenizer (padding to 64 "
                     "included), ids and masks via `Encoding.ids` / `.attention_mask`",
@@ -273,11 +282,28 @@ def check_equal(spark_out: Path, raw_out: Path, rows: int) -> int:
         t = pq.read_table(p, columns=cols, filters=[("id", "in", sample)]).to_pylist()
         got.append(sorted(t, key=lambda r: r["id"]))
     s, r = got
-    assert len(s) == len(r) == len(sample), (len(s), len(r), len(sample))
+    if not len(s) == len(r) == len(sample):
+        raise AssertionError(f"sampled {len(sample)} ids, found {len(s)} (Spark) and "
+                             f"{len(r)} (raw)")
     for a, b in zip(s, r, strict=True):
-        assert a == b, f"row {a['id']}: Spark {a} != raw {b}"
-        assert len(a["input_ids"]) == MAX_LENGTH
+        if a != b or len(a["input_ids"]) != MAX_LENGTH:
+            raise AssertionError(f"row {a['id']}: Spark {a} != raw {b}")
     return len(sample)
+
+
+def check_slice(spark: Any, inp: Path, doc: str, tok_file: Path, cores: int,
+                work: Path) -> int:
+    """With ``--sink noop``: tokenize the first rows on both sides and compare."""
+    import pyarrow.parquet as pq
+
+    rows = min(SAMPLE_ROWS, pq.ParquetFile(inp).metadata.num_rows)
+    head = work / "check_input.parquet"
+    pq.write_table(pq.ParquetFile(inp).read_row_group(0).slice(0, rows), head)
+    spark_run(spark, head, doc, work / "check_spark")
+    run_raw_process(head, tok_file, work / "check_raw.parquet", cores, 8192)
+    n = check_equal(work / "check_spark", work / "check_raw.parquet", rows)
+    shutil.rmtree(work / "check_spark", ignore_errors=True)
+    return n
 
 
 def machine() -> dict[str, str]:
@@ -360,6 +386,7 @@ def render(res: dict[str, Any]) -> str:
         "workers running fully in parallel, where the raw process has serial steps (reading "
         "ids out of the encodings, the Parquet write).",
     ]
+    lines += ["", TUNING]
     if res.get("notes"):
         lines += ["", *res["notes"]]
     return "\n".join(lines) + "\n"
@@ -488,25 +515,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     print(f"Spark {statistics.median(sp):,.0f} texts/s (runs {spread(sp)}), raw "
           f"{statistics.median(rw):,.0f} texts/s (runs {spread(rw)}), ratio {ratio:.2f} "
           f"(goal >= {GOAL})")
+    (work / "results.json").write_text(json.dumps(res, indent=1))
     if not args.no_md:
         write_section(BENCHMARKS_MD, render(res))
         print(f"updated {BENCHMARKS_MD}")
     return res
-
-
-def check_slice(spark: Any, inp: Path, doc: str, tok_file: Path, cores: int,
-                work: Path) -> int:
-    """With ``--sink noop``: tokenize the first rows on both sides and compare."""
-    import pyarrow.parquet as pq
-
-    rows = min(SAMPLE_ROWS, pq.ParquetFile(inp).metadata.num_rows)
-    head = work / "check_input.parquet"
-    pq.write_table(pq.ParquetFile(inp).read_row_group(0).slice(0, rows), head)
-    spark_run(spark, head, doc, work / "check_spark")
-    run_raw_process(head, tok_file, work / "check_raw.parquet", cores, 8192)
-    n = check_equal(work / "check_spark", work / "check_raw.parquet", rows)
-    shutil.rmtree(work / "check_spark", ignore_errors=True)
-    return n
 
 
 if __name__ == "__main__":

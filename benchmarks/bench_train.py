@@ -443,16 +443,37 @@ def _render_scaling(r: dict[str, Any]) -> list[str]:
              "| model | batch/rank | 1 rank x 2 threads | 1 rank x 1 thread | 2 ranks x 1 thread "
              "| 2 ranks vs 1x2 | 2 ranks vs 1x1 | others' cores |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    others_all: list[float] = []
+    vs_1x1: dict[str, float] = {}
     for name, v in r.items():
         runs = v["runs"]
         sps = {k: med([x[k]["samples_s"] for x in runs]) for k in ("1x2", "1x1", "2x1")}
         vs = {k: med([x["2x1"]["samples_s"] / x[k]["samples_s"] for x in runs])
               for k in ("1x2", "1x1")}
         others = med([x[k]["others"] for x in runs for k in ("1x2", "1x1", "2x1")])
+        others_all.append(others)
+        vs_1x1[name] = vs["1x1"]
         cap = f" ({v['max_steps']} steps)" if v["max_steps"] else ""
         lines.append(f"| {name}{cap} | {v['batch_size']} | {sps['1x2']:,.1f} | "
                      f"{sps['1x1']:,.1f} | {sps['2x1']:,.1f} | {vs['1x2']:.2f}x | "
                      f"{vs['1x1']:.2f}x | {others:.2f} |")
+    lines += [
+        "", "Reading the figures:", "",
+        f"- Other jobs used about {med(others_all):.1f} of the machine's 2 cores during these "
+        "runs, so two ranks had roughly one core's worth of spare CPU to share: there is "
+        "little to scale into, and 2 ranks vs 1 rank x 1 thread is the fair comparison.",
+        "- 1 rank x 2 threads collapses on a loaded machine: each intra-op parallel region "
+        "waits for its slowest thread, and one of the two is often descheduled. This is why "
+        "`train` gives each rank cores per task (1 here) and not more.",
+        "- embedding_bag's step is dominated by the dense AdamW update of its 30,522 x 128 "
+        "embedding table (3.9M parameters), which DDP repeats on every rank, plus an "
+        "all-reduce of 15.6 MB of gradients per step over gloo: 2 ranks cannot beat 1 for "
+        f"it on 2 cores ({vs_1x1.get('embedding_bag', float('nan')):.2f}x). MiniLM's step "
+        "is its forward and backward (compute-bound, only a comparatively small "
+        f"optimizer step replicated), so it is where a second rank can pay ("
+        f"{vs_1x1.get('minilm', float('nan')):.2f}x here, with about one free core); on a "
+        "machine whose cores are free, this is the comparison that shows the scaling.",
+    ]
     return lines
 
 
@@ -518,10 +539,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--loader-batches", type=int, default=120,
                    help="batches per timed side of the loader benchmark")
     p.add_argument("--no-write", action="store_true", help="print, do not edit BENCHMARKS.md")
+    p.add_argument("--save", type=Path, help="also write the raw results to this JSON file")
+    p.add_argument("--render", type=Path, help="only re-render BENCHMARKS.md from --save JSON")
     p.add_argument("--quiet-wait", type=float, default=60.0,
                    help="seconds to wait for other jobs to go quiet before each timed part")
     args = p.parse_args(argv)
     QUIET_WAIT[0] = args.quiet_wait
+    if args.render:
+        res = json.loads(args.render.read_text())
+        text = render(res, section_of(BENCHMARKS_MD))
+        print(text)
+        if not args.no_write:
+            write_section(BENCHMARKS_MD, text)
+        return res
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     run = args.run.resolve()
     if not (run / "preprocessed" / "split=train").is_dir():
@@ -558,6 +588,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "models" in only:
             res["models"] = bench_models(run, work)
             print(json.dumps(res["models"], indent=1), flush=True)
+    if args.save:
+        args.save.write_text(json.dumps(res, indent=1, default=str))
     previous = section_of(BENCHMARKS_MD)
     if set(only) == {"models"} and previous:
         # Keep sections 1-3 of the last full run; replace only the models table.
