@@ -51,7 +51,8 @@ MAX_LENGTH = 64
 ROW_GROUP_ROWS = 32_768
 SAMPLE_ROWS = 5_000
 TUNING = (
-    "What the Spark side does: `tokenize_df` runs an Arrow UDF (no pandas); a tokenizer "
+    "Tuning (`tokenize_df`, and this benchmark's defaults): `tokenize_df` runs an Arrow "
+    "UDF (no pandas); a tokenizer "
     "that pads on the right to a fixed length is encoded unpadded with `encode_batch_fast` "
     "and padded in numpy (the same ids and masks for about a quarter less CPU per text than "
     "padded `encode_batch` turned into lists); one Rayon thread per Python worker (two "
