@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Compression: variants against fp32"
@@ -302,22 +304,6 @@ def render(results: list[dict[str, Any]], argv: list[str], scored_here: bool = F
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_section(md: Path, text: str) -> None:
-    """Replace this benchmark's section of ``md`` (or append it); other sections are kept."""
-    body = md.read_text() if md.exists() else (
-        "# Benchmarks\n\nSide-by-side ratio benchmarks (`benchmarks/`): each section is "
-        "written by its benchmark and replaced when it is rerun.\n")
-    start = body.find(SECTION + "\n")
-    if start < 0:
-        body = body.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = re.search(r"^## ", body[start + len(SECTION):], re.M)
-        end = start + len(SECTION) + nxt.start() if nxt else len(body)
-        rest = body[end:]
-        body = body[:start] + text + ("\n" + rest if rest else "")
-    md.write_text(body)
-
-
 def main(argv: list[str] | None = None) -> str:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -343,7 +329,7 @@ def main(argv: list[str] | None = None) -> str:
                      if args.remeasure_latency else []), scored_here=args.test_metrics)
     print(text)
     if not args.no_write:
-        write_section(BENCHMARKS_MD, text)
+        write_section(BENCHMARKS_MD, SECTION, text)
         print(f"updated {BENCHMARKS_MD}")
     return text
 

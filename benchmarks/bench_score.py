@@ -51,7 +51,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -71,6 +70,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+from benchmarks._common import machine, machine_cpu, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Scoring"
@@ -89,15 +90,6 @@ SIDES = ("spark", "raw", "pbudf")
 
 
 # --- machine and CPU accounting ----------------------------------------------------------
-
-def machine_cpu() -> float:
-    """CPU seconds the whole machine has been busy (all cores; /proc/stat), 0 elsewhere."""
-    try:
-        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return 0.0
-    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-
 
 def tree_ticks() -> dict[int, int]:
     """CPU ticks (user + system, reaped children included) of this process and each of its
@@ -139,19 +131,6 @@ class Timer:
         self.cpu = sum(max(0, t - self.p0.get(pid, 0)) for pid, t in p1.items()
                        ) / os.sysconf("SC_CLK_TCK")
         self.others = max(0.0, (machine_cpu() - self.m0 - self.cpu) / self.seconds)
-
-
-def machine() -> dict[str, str]:
-    cpu = mem = "unknown"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = m.group(1).strip() if m else cpu
-        m = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-        mem = f"{int(m.group(1)) / 2**20:.1f} GiB" if m else mem
-    except OSError:
-        pass
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "ram": mem,
-            "python": platform.python_version()}
 
 
 def versions() -> str:
@@ -750,23 +729,6 @@ def reading_text(wl: dict[str, Any], res: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_section(md: Path, text: str) -> None:
-    """Replace this benchmark's section of ``md`` (or append it); other sections are kept.
-    The file is re-read right before writing: other benchmarks write their own sections."""
-    body = md.read_text() if md.exists() else (
-        "# Benchmarks\n\nSide-by-side ratio benchmarks (`benchmarks/`): each section is "
-        "written by its benchmark and replaced when it is rerun.\n")
-    start = body.find(SECTION + "\n")
-    if start < 0:
-        body = body.rstrip("\n") + "\n\n" + text
-    else:
-        after = start + len(SECTION) + 1
-        nxt = re.search(r"^## ", body[after:], re.M)
-        rest = body[after + nxt.start():] if nxt else ""
-        body = body[:start] + text.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
-    md.write_text(body)
-
-
 # --- main --------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -924,7 +886,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.no_md:
         print(text)
     else:
-        write_section(BENCHMARKS_MD, text)
+        write_section(BENCHMARKS_MD, SECTION, text)
         print(f"updated {BENCHMARKS_MD}")
     return res
 

@@ -30,8 +30,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -41,6 +39,8 @@ import time
 import unicodedata
 from pathlib import Path
 from typing import Any
+
+from benchmarks._common import machine, machine_cpu, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data" / "rotten_tomatoes.csv"
@@ -69,15 +69,6 @@ RAW_ENCODERS = {
 
 
 # --- CPU accounting (Linux /proc; other jobs on the machine are measured, not avoided) --
-
-def machine_cpu() -> float:
-    """CPU seconds the whole machine has been busy (all cores; /proc/stat), 0 elsewhere."""
-    try:
-        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return 0.0
-    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-
 
 def wait_quiet(max_wait: float, threshold: float = 0.2, window: float = 3.0) -> float:
     """Wait (at most ``max_wait`` s) until other processes use < ``threshold`` cores over
@@ -307,20 +298,6 @@ def check_slice(spark: Any, inp: Path, doc: str, tok_file: Path, cores: int,
     return n
 
 
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    mem = "unknown"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = m.group(1).strip() if m else cpu
-        m = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-        mem = f"{int(m.group(1)) / 2**20:.1f} GiB" if m else mem
-    except OSError:
-        pass
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "ram": mem,
-            "python": platform.python_version()}
-
-
 def versions() -> str:
     from importlib import metadata
 
@@ -391,22 +368,6 @@ def render(res: dict[str, Any]) -> str:
     if res.get("notes"):
         lines += ["", *res["notes"]]
     return "\n".join(lines) + "\n"
-
-
-def write_section(md: Path, text: str) -> None:
-    """Replace this benchmark's section of ``md`` (or append it); other sections are kept."""
-    body = md.read_text() if md.exists() else (
-        "# Benchmarks\n\nSide-by-side ratio benchmarks (`benchmarks/`): each section is "
-        "written by its benchmark and replaced when it is rerun.\n")
-    start = body.find(SECTION + "\n")
-    if start < 0:
-        body = body.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = re.search(r"^## ", body[start + len(SECTION):], re.M)
-        end = start + len(SECTION) + nxt.start() if nxt else len(body)
-        rest = body[end:]
-        body = body[:start] + text + ("\n" + rest if rest else "")
-    md.write_text(body)
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -518,7 +479,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
           f"(goal >= {GOAL})")
     (work / "results.json").write_text(json.dumps(res, indent=1))
     if not args.no_md:
-        write_section(BENCHMARKS_MD, render(res))
+        write_section(BENCHMARKS_MD, SECTION, render(res))
         print(f"updated {BENCHMARKS_MD}")
     return res
 

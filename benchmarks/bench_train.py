@@ -36,7 +36,6 @@ import datetime as dt
 import json
 import os
 import pickle
-import platform
 import re
 import shutil
 import statistics
@@ -47,33 +46,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import machine, machine_cpu, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Training"
 TEXT_INPUTS = ["input_ids", "attention_mask"]
 TARGET = "label_index"
-
-
-def machine_cpu() -> float:
-    """CPU seconds the whole machine has been busy (all cores; /proc/stat), 0 elsewhere."""
-    try:
-        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return 0.0
-    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def machine() -> dict[str, str]:
-    cpu = mem = "unknown"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = m.group(1).strip() if m else cpu
-        m = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-        mem = f"{int(m.group(1)) / 2**20:.1f} GiB" if m else mem
-    except OSError:
-        pass
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "ram": mem,
-            "python": platform.python_version()}
 
 
 def versions() -> str:
@@ -512,22 +491,6 @@ def section_of(md: Path) -> str:
     return body[start:start + len(SECTION) + 1 + nxt.start()] if nxt else body[start:]
 
 
-def write_section(md: Path, text: str) -> None:
-    """Replace this benchmark's section of ``md`` (or append it); other sections are kept."""
-    body = md.read_text() if md.exists() else (
-        "# Benchmarks\n\nSide-by-side ratio benchmarks (`benchmarks/`): each section is "
-        "written by its benchmark and replaced when it is rerun.\n")
-    start = body.find(SECTION + "\n")
-    if start < 0:
-        body = body.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = re.search(r"^## ", body[start + len(SECTION) + 1:], re.M)
-        end = start + len(SECTION) + 1 + nxt.start() if nxt else len(body)
-        rest = body[end:]
-        body = body[:start] + text + ("\n" + rest if rest else "")
-    md.write_text(body)
-
-
 # --- main ------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -550,7 +513,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         text = render(res, section_of(BENCHMARKS_MD))
         print(text)
         if not args.no_write:
-            write_section(BENCHMARKS_MD, text)
+            write_section(BENCHMARKS_MD, SECTION, text)
         return res
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     run = args.run.resolve()
@@ -601,7 +564,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         text = render(res, previous)
     print(text)
     if not args.no_write:
-        write_section(BENCHMARKS_MD, text)
+        write_section(BENCHMARKS_MD, SECTION, text)
     return res
 
 

@@ -118,14 +118,14 @@ class TokenizerConfig:
             _fail("tokenizer.vocab_size", self.vocab_size, "use at least 100")
 
 
-ModelName = Literal["auto", "mlp", "embedding_bag", "minilm"]
+ModelName = Literal["auto", "mlp", "embedding_bag", "transformer", "minilm"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # auto: embedding_bag for text, mlp for tabular. transformer: a small encoder trained
     # from scratch (hidden_dim, num_layers, num_heads).
-    model: Literal["auto", "mlp", "embedding_bag", "transformer", "minilm"] = "auto"
+    model: ModelName = "auto"
     # arrow: each rank reads its own share of preprocessed/ with pyarrow. petastorm:
     # make_spark_converter + make_torch_dataloader; needs the petastorm environment
     # (`make setup-petastorm`: petastorm 0.12.1 cannot import with pyarrow >= 15).
@@ -322,7 +322,7 @@ class Config:
         if self.is_text and self.train.model == "mlp":
             _fail("train.model", self.train.model,
                   "mlp is for tabular tasks; use embedding_bag or minilm for text")
-        if not self.is_text and self.train.model in ("embedding_bag", "minilm"):
+        if not self.is_text and self.train.model in ("embedding_bag", "transformer", "minilm"):
             _fail("train.model", self.train.model, "text models need task=text_classification; "
                   "use mlp for tabular tasks")
 

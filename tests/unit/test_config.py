@@ -83,3 +83,10 @@ def test_cli_bad_config_exits_2_fast_without_traceback(csv_file: Path, override:
     # No JVM was started: a config error costs well under Spark's start-up time.
     assert "SparkContext" not in proc.stderr
     assert time.time() - t0 < 30
+
+
+def test_text_models_are_refused_for_tabular_tasks(csv_file: Path) -> None:
+    for model in ("embedding_bag", "transformer", "minilm"):
+        with pytest.raises(ConfigError, match="text models need task=text_classification"):
+            load_config(TAB, [f"data.input={csv_file}", "data.label_column=y",
+                              f"train.model={model}"])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -103,17 +102,9 @@ def distill_fn(params: dict[str, Any]) -> dict[str, Any]:
     from sparkforge.compress.finetune import evaluate
     from sparkforge.models import build_model, save_weights
     from sparkforge.train.loader import ShardedLoader, read_split, trim_padding
+    from sparkforge.train.loop import setup_rank
 
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = bool(params.get("use_cuda")) and torch.cuda.is_available()
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    torch.set_num_threads(int(params["threads"]))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, world, device, _ = setup_rank(params)
     seed = int(params["seed"])
     torch.manual_seed(seed)
     inputs: list[str] = params["inputs"]

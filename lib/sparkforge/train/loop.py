@@ -116,6 +116,26 @@ def _local_numel(model: Any) -> int:
                for p in model.parameters())
 
 
+def setup_rank(params: dict[str, Any]) -> tuple[int, int, Any, bool]:
+    """Per-rank start: (rank, world, device, use_cuda) from torchrun's environment;
+    pins the GPU, sets torch threads and joins the process group (NCCL on GPU, gloo
+    on CPU). Shared by every function TorchDistributor launches."""
+    import torch
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = bool(params.get("use_cuda")) and torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    torch.set_num_threads(int(params["threads"]))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return rank, world, device, use_cuda
+
+
 def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
@@ -124,16 +144,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     from sparkforge.models import build_model
     from sparkforge.train.loader import PAD_KEY, ArrowLoader, make_loader, trim_padding
 
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = bool(params["use_cuda"]) and torch.cuda.is_available()
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    torch.set_num_threads(int(params["threads"]))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, world, device, use_cuda = setup_rank(params)
     t_launch = time.time()
 
     seed = int(params["seed"])
@@ -180,7 +191,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         _shard(model)
         wrapped = model
     elif world > 1:
-        wrapped = DDP(model, device_ids=[local_rank] if use_cuda else None)
+        wrapped = DDP(model, device_ids=[device.index] if use_cuda else None)
     else:
         wrapped = model
     trainable = [p for p in model.parameters() if p.requires_grad]
