@@ -89,7 +89,7 @@ def train_rows() -> list[int]:
 
 
 def config(root: Path, text: bool = False, **train: Any) -> Config:
-    defaults: dict[str, Any] = {"num_processes": 2, "epochs": 2, "batch_size": 16, "lr": 3e-3,
+    defaults: dict[str, Any] = {"num_processes": 2, "epochs": 2, "batch_size": 16, "lr": 3e-2,
                                 "hidden_dim": 32, "early_stopping_patience": 5}
     return Config(
         task="text_classification" if text else "tabular_classification",

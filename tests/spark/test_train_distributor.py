@@ -54,7 +54,7 @@ def test_train_under_torch_distributor(spark: Any, tmp_path: Path, local_mode: b
     history = json.loads((root / "model" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
     assert all(h["val_rows"] == sum(SPLIT_FILES["val"]) for h in history)
-    assert history[-1]["val_metric"] > 0.6
+    assert history[-1]["val_metric"] > 0.75
     assert checkpoint_epochs(root) == [1]
     _check_model(root)
     manifest = json.loads((root / "manifest.json").read_text())

@@ -101,6 +101,6 @@ def test_train_with_petastorm_loader(spark: Any, tmp_path: Path, local_mode: boo
         assert steps == [summary["steps_per_epoch"]] * 2
         assert set(counts) == set(train_rows())
         assert sum(counts.values()) == n + pad
-    assert summary["history"][-1]["val_metric"] > 0.6
+    assert summary["history"][-1]["val_metric"] > 0.75
     assert checkpoint_epochs(root) == [1]
     assert not list((root / "petastorm_cache").glob("*")), "the converter cache is deleted"
