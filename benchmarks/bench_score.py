@@ -58,6 +58,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -805,14 +806,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         udf = make_pbudf(w)
         sides[w.name] = {
             "spark": (f"Spark `score_df` (the library: {impl})",
-                      on_spark(lambda df, w=w: spark_score_df(w, df)), True),
+                      on_spark(partial(spark_score_df, w)), True),
             "raw": (("single process: pyarrow + onnxruntime" if w is tab
                      else "raw onnxruntime, in-memory batches"),
                     tab_raw if w is tab else text_raw, w is tab),
             "pandas": ("Spark `score_df` as it was on mapInPandas (copy in the benchmark)",
-                       on_spark(lambda df, w=w: score_df_pandas(w, df)), True),
+                       on_spark(partial(score_df_pandas, w)), True),
             "pbudf": ("Spark `predict_batch_udf`",
-                      on_spark(lambda df, w=w, udf=udf: spark_pbudf(udf, w, df)), True),
+                      on_spark(partial(spark_pbudf, udf, w)), True),
         }
     breakdown = [] if args.no_breakdown else ["read", "to_python", "score_noop"]
     if breakdown:
@@ -902,7 +903,7 @@ def report(args: argparse.Namespace, argv: list[str] | None, tab: Workload, txt:
         (f"`score_df` ({impl}) / predict_batch_udf", "spark", "pbudf", None),
         (f"`score_df` ({impl}) / `score_df` as it was on mapInPandas", "spark", "pandas", None),
     ]
-    workloads = [
+    workloads: list[dict[str, Any]] = [
         {"title": f"1 and 3. Tabular, Parquet -> Parquet ({tab.rows:,} rows)",
          "what": (f"Adult MLP (`{tab.variant}`, `features` float32[115], sha256 "
                   f"{tab.sha256[:12]}), its preprocessed rows repeated to {tab.rows:,} rows "

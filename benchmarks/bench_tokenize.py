@@ -192,12 +192,13 @@ def run_raw_process(inp: Path, tokenizer_file: Path, out: Path | None, cores: in
                     batch_rows: int, encoder: str = "encode_batch") -> dict[str, Any]:
     env = dict(os.environ, RAYON_NUM_THREADS=str(cores), RAYON_RS_NUM_THREADS=str(cores),
                TOKENIZERS_PARALLELISM="true")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--raw-worker", "--input", str(inp),
+    # As a module from the repo root: the script imports benchmarks._common.
+    cmd = [sys.executable, "-m", "benchmarks.bench_tokenize", "--raw-worker", "--input", str(inp),
            "--tokenizer-file", str(tokenizer_file), "--raw-batch", str(batch_rows),
            "--raw-encoder", encoder]
     if out is not None:
         cmd += ["--raw-out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"raw side failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))

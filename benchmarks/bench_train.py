@@ -145,7 +145,8 @@ def torchrun(params: dict[str, Any], nproc: int, work: Path) -> tuple[dict[str, 
     pfile.write_bytes(pickle.dumps(params))
     ofile.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", str(Path(__file__).resolve()), "--rank-entry",
+           # --module from the repo root: the script imports benchmarks._common.
+           f"--nproc_per_node={nproc}", "--module", "benchmarks.bench_train", "--rank-entry",
            str(pfile), str(ofile)]
     with Timer() as t:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -164,6 +165,8 @@ def distributor(spark: Any, params: dict[str, Any], local_mode: bool
     with Timer() as t:
         result = TorchDistributor(num_processes=2, local_mode=local_mode,
                                   use_gpu=False).run(train_fn, params)
+    if result is None:
+        raise RuntimeError("TorchDistributor returned no result from rank 0")
     return result, t
 
 
@@ -347,7 +350,7 @@ def render(res: dict[str, Any], previous: str) -> str:
             lines += [*globals()[f"_render_{key}"](res[key]), ""]
     models = _extract(previous, "### 4.") if "models" not in res else None
     if "models" in res:
-        lines += [*_render_models(res["models"], res["command"]), ""]
+        lines += [*_render_models(res["models"], res["command"], res["date"]), ""]
     elif models:
         lines += [models.rstrip("\n"), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -456,9 +459,9 @@ def _render_scaling(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _render_models(r: dict[str, Any], command: str) -> list[str]:
+def _render_models(r: dict[str, Any], command: str, date: str) -> list[str]:
     lines = ["### 4. Text models on the demo split (test accuracy, fp32 torch)", "",
-             "```bash", command, "```", "",
+             "```bash", command, "```", "", f"Run {date}.", "",
              "| model | epochs | ranks | batch/rank | train s | best val acc | test acc |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, v in r["rows"].items():
@@ -509,12 +512,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     QUIET_WAIT[0] = args.quiet_wait
     if args.render:
-        res = json.loads(args.render.read_text())
-        text = render(res, section_of(BENCHMARKS_MD))
+        saved: dict[str, Any] = json.loads(args.render.read_text())
+        text = render(saved, section_of(BENCHMARKS_MD))
         print(text)
         if not args.no_write:
             write_section(BENCHMARKS_MD, SECTION, text)
-        return res
+        return saved
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     run = args.run.resolve()
     if not (run / "preprocessed" / "split=train").is_dir():
@@ -559,7 +562,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         old = _extract(previous, "### 4.")
         body = previous.replace(old, "") if old else previous
         text = body.rstrip("\n") + "\n\n" + "\n".join(
-            _render_models(res["models"], res["command"])) + "\n"
+            _render_models(res["models"], res["command"], res["date"])) + "\n"
     else:
         text = render(res, previous)
     print(text)

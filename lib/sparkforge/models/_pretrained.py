@@ -1,6 +1,6 @@
 """Where the installed all-MiniLM-L6-v2 files live.
 
-Kept free of torch imports: the tokenizer runs in pandas UDFs on executors and
+Kept free of torch imports: the tokenizer runs in Arrow UDFs on executors and
 only needs the vocabulary path, not a deep-learning stack.
 """
 
