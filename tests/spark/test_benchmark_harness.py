@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from _train_helpers import SPLIT_FILES, make_run
-
 from benchmarks.bench_tokenize import run_raw_process
 from benchmarks.bench_train import params_for, torchrun
+
 from sparkforge.tokenize import encode, load_pretrained
 
 TEXTS = ["a gripping film", "", "dull and long, far too long", "Ünïcödé survives"] * 40
@@ -28,7 +28,8 @@ def test_tokenize_raw_side_writes_the_tokenizers_ids(tmp_path: Path) -> None:
                              "text": pa.array(TEXTS)}), inp)
     tok_file.write_text(load_pretrained(16).to_str())
     timing = run_raw_process(inp, tok_file, out, cores=1, batch_rows=64)
-    assert timing["rows"] == len(TEXTS) and timing["seconds"] > 0
+    assert timing["rows"] == len(TEXTS)
+    assert timing["seconds"] > 0
     table = pq.read_table(out)
     want_ids, want_mask = encode(load_pretrained(16), [t.strip() for t in TEXTS])
     assert table.column("input_ids").to_pylist() == want_ids
