@@ -102,7 +102,7 @@ def distill_fn(params: dict[str, Any]) -> dict[str, Any]:
     from sparkforge.compress.finetune import evaluate
     from sparkforge.models import build_model, save_weights
     from sparkforge.train.loader import ShardedLoader, read_split, trim_padding
-    from sparkforge.train.loop import setup_rank
+    from sparkforge.train.loop import finish_rank, setup_rank
 
     rank, world, device, _ = setup_rank(params)
     seed = int(params["seed"])
@@ -169,10 +169,4 @@ def distill_fn(params: dict[str, Any]) -> dict[str, Any]:
             stop = bool(flag.item())
         if stop:
             break
-    result: list[Any] = [{"history": history, "best_val_metric": best}]
-    if world > 1:
-        dist.broadcast_object_list(result, src=0)
-        dist.barrier()
-        dist.destroy_process_group()
-    final: dict[str, Any] = result[0]
-    return final
+    return finish_rank({"history": history, "best_val_metric": best}, world)

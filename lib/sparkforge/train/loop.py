@@ -136,6 +136,22 @@ def setup_rank(params: dict[str, Any]) -> tuple[int, int, Any, bool]:
     return rank, world, device, use_cuda
 
 
+def finish_rank(result: dict[str, Any], world: int) -> dict[str, Any]:
+    """Per-rank end: every rank returns rank 0's ``result`` (with ``local_mode=True``
+    TorchDistributor may hand back any rank's value), then leaves the process group.
+    The counterpart of :func:`setup_rank`."""
+    if world == 1:
+        return result
+    import torch.distributed as dist
+
+    box: list[Any] = [result]
+    dist.broadcast_object_list(box, src=0)
+    dist.barrier()
+    dist.destroy_process_group()
+    final: dict[str, Any] = box[0]
+    return final
+
+
 def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
@@ -408,16 +424,10 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     if world > 1:
         numel = [0] * world
         dist.all_gather_object(numel, _local_numel(model))
-    result: list[Any] = [{
+    return finish_rank({
         "history": history, "best_val_metric": best, "resumed_from_epoch": resumed_from,
         "steps_per_epoch": steps_per_epoch, "world_size": world, "fsdp": fsdp,
         "loader": params.get("loader", "arrow"), "grad_accum_steps": accum,
         "param_numel": full_numel, "param_numel_per_rank": numel,
         "train_s": time.time() - t_launch,
-    }]
-    if world > 1:
-        dist.broadcast_object_list(result, src=0)
-        dist.barrier()
-        dist.destroy_process_group()
-    final: dict[str, Any] = result[0]
-    return final
+    }, world)
