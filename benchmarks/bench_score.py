@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-from benchmarks._common import machine, machine_cpu, write_section
+from benchmarks._common import machine, machine_cpu, tree_ticks, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -91,30 +91,6 @@ SIDES = ("spark", "raw", "pbudf")
 
 
 # --- machine and CPU accounting ----------------------------------------------------------
-
-def tree_ticks() -> dict[int, int]:
-    """CPU ticks (user + system, reaped children included) of this process and each of its
-    descendants (the Spark JVM and its Python workers), by pid."""
-    parent: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(d.name)] = int(f[1])
-        ticks[int(d.name)] = sum(int(x) for x in f[11:15])  # utime stime cutime cstime
-    me, mine = os.getpid(), {}
-    for pid, t in ticks.items():
-        p = pid
-        while p > 1 and p != me:
-            p = parent.get(p, 0)
-        if p == me:
-            mine[pid] = t
-    return mine
-
 
 class Timer:
     """Wall clock, CPU of this process tree and CPU of everything else on the machine.

@@ -40,7 +40,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import machine, machine_cpu, write_section
+from benchmarks._common import machine, machine_cpu, tree_cpu, wait_quiet, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data" / "rotten_tomatoes.csv"
@@ -66,45 +66,6 @@ RAW_ENCODERS = {
     "sparkforge": "the encoder `tokenize_df` runs in each Spark worker "
                   "(`sparkforge.tokenize._BatchEncoder`)",
 }
-
-
-# --- CPU accounting (Linux /proc; other jobs on the machine are measured, not avoided) --
-
-def wait_quiet(max_wait: float, threshold: float = 0.2, window: float = 3.0) -> float:
-    """Wait (at most ``max_wait`` s) until other processes use < ``threshold`` cores over
-    ``window`` s; returns the seconds waited."""
-    t0 = time.perf_counter()
-    while True:
-        m0, c0 = machine_cpu(), tree_cpu()
-        time.sleep(window)
-        others = (machine_cpu() - m0 - (tree_cpu() - c0)) / window
-        waited = time.perf_counter() - t0
-        if others < threshold or waited >= max_wait:
-            return waited
-
-
-def tree_cpu() -> float:
-    """CPU seconds (user + system) used so far by this process and its descendants (the
-    Spark JVM and its Python workers), reaped children included."""
-    parent: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(d.name)] = int(f[1])
-        ticks[int(d.name)] = sum(int(x) for x in f[11:15])  # utime stime cutime cstime
-    me, total = os.getpid(), 0
-    for pid, t in ticks.items():
-        p = pid
-        while p > 1 and p != me:
-            p = parent.get(p, 0)
-        if p == me:
-            total += t
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --- input -------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import machine, machine_cpu, write_section
+from benchmarks._common import wait_quiet as _wait_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -72,16 +73,9 @@ def own_cpu() -> float:
 QUIET_WAIT = [60.0]  # seconds to wait for a quiet machine before each timed part
 
 
-def wait_quiet(threshold: float = 0.3, window: float = 3.0) -> float:
-    """Wait (at most QUIET_WAIT s) until other processes use < ``threshold`` cores."""
-    t0 = time.perf_counter()
-    while True:
-        m0, c0 = machine_cpu(), own_cpu()
-        time.sleep(window)
-        others = (machine_cpu() - m0 - (own_cpu() - c0)) / window
-        waited = time.perf_counter() - t0
-        if others < threshold or waited >= QUIET_WAIT[0]:
-            return waited
+def wait_quiet() -> float:
+    """Wait (at most QUIET_WAIT s) until other processes use < 0.3 cores."""
+    return _wait_quiet(QUIET_WAIT[0], own_cpu, threshold=0.3)
 
 
 class Timer:

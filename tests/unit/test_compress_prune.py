@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _batches import text_batch
 
 from sparkforge.compress import check_parity, export_onnx, quantize_int8_dynamic
 from sparkforge.compress.prune import count_parameters, prune_model, prune_vocabulary
@@ -23,15 +24,6 @@ from sparkforge.models.minilm import BertConfig, MiniLMClassifier
 TINY_BERT = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                        intermediate_size=64, max_position_embeddings=32)
 BERT_SPEC = {"name": "minilm", "num_outputs": 3, "pretrained": False}
-
-
-def _text_batch(rng: np.random.Generator, batch: int, seq: int, vocab: int
-                ) -> dict[str, np.ndarray]:
-    lengths = rng.integers(2, seq + 1, size=batch)
-    lengths[0] = seq
-    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
-    return {"input_ids": rng.integers(1, vocab, size=(batch, seq)) * mask,
-            "attention_mask": mask}
 
 
 def _run(model: torch.nn.Module, batch: dict[str, np.ndarray]) -> torch.Tensor:
@@ -91,10 +83,10 @@ def test_bert_heads_and_ffn_units_are_pruned_by_taylor_importance(tmp_path: Path
                 layer.attention.output.dense.weight[:, h * hd:(h + 1) * hd] = 0
             layer.output.dense.weight[:, units] = 0
     rng = np.random.default_rng(1)
-    batch = _text_batch(rng, 12, 9, TINY_BERT.vocab_size)
+    batch = text_batch(rng, 12, 9, TINY_BERT.vocab_size, min_len=2)
     before = _run(model, batch)
     export_onnx(model, BERT_SPEC, tmp_path / "fp32.onnx", batch)
-    sample = {**_text_batch(rng, 40, 9, TINY_BERT.vocab_size),
+    sample = {**text_batch(rng, 40, 9, TINY_BERT.vocab_size, min_len=2),
               "label_index": rng.integers(0, 3, size=40)}
 
     info = prune_model(model, BERT_SPEC, 0.5, sample=sample)
@@ -111,7 +103,7 @@ def test_bert_heads_and_ffn_units_are_pruned_by_taylor_importance(tmp_path: Path
     # The rebuilt layers export, run in ONNX Runtime and quantize like the original.
     export_onnx(model, BERT_SPEC, tmp_path / "pruned.onnx", batch)
     assert (tmp_path / "pruned.onnx").stat().st_size < (tmp_path / "fp32.onnx").stat().st_size
-    other = _text_batch(rng, 5, 13, TINY_BERT.vocab_size)  # new batch and sequence sizes
+    other = text_batch(rng, 5, 13, TINY_BERT.vocab_size, min_len=2)  # new batch and sequence sizes
     assert check_parity(model, tmp_path / "pruned.onnx", other)["max_abs_prob_diff"] < 1e-5
     int8 = quantize_int8_dynamic(tmp_path / "pruned.onnx", tmp_path / "pruned_int8.onnx")
     assert int8.stat().st_size < (tmp_path / "pruned.onnx").stat().st_size
@@ -123,7 +115,7 @@ def test_bert_pruning_without_a_sample_uses_weight_norms() -> None:
     assert info["method"] == "heads and FFN units by weight norm"
     assert info["layer_heads"] == [1, 1]  # at least one head is always kept
     assert info["intermediate_sizes"] == [16, 16]
-    batch = _text_batch(np.random.default_rng(0), 3, 5, TINY_BERT.vocab_size)
+    batch = text_batch(np.random.default_rng(0), 3, 5, TINY_BERT.vocab_size, min_len=2)
     assert _run(model, batch).shape == (3, 3)
 
 
@@ -137,7 +129,7 @@ def test_vocabulary_pruning_maps_unseen_tokens_to_unk(tmp_path: Path) -> None:
     # 119 kept tokens + padding row 0; [UNK] (100) is among them.
     assert info["vocab_rows"] == [3000, 120]
     rng = np.random.default_rng(2)
-    seen = _text_batch(rng, 6, 7, 120)
+    seen = text_batch(rng, 6, 7, 120, min_len=2)
     unseen = {**seen, "input_ids": np.where(seen["input_ids"] > 60, seen["input_ids"] + 150,
                                             seen["input_ids"])}
     as_unk = {**seen, "input_ids": np.where(seen["input_ids"] > 60, 100, seen["input_ids"])}
@@ -170,7 +162,7 @@ def test_embedding_bag_vocabulary_pruning_keeps_bigrams() -> None:
     reference.load_state_dict(model.state_dict())
     info = prune_model(model, spec, 0.01, kept_token_ids=range(1, 30), unk_id=1)
     assert info["vocab_rows"] == [60, 30]
-    batch = _text_batch(np.random.default_rng(3), 4, 6, 30)
+    batch = text_batch(np.random.default_rng(3), 4, 6, 30, min_len=2)
     # Hidden units pruned by 1% of 8 = 0: the same network, seen tokens only.
     torch.testing.assert_close(_run(model, batch), _run(reference, batch), rtol=0, atol=1e-6)
 

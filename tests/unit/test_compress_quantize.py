@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from _batches import text_batch
 
 from sparkforge.compress import export_onnx
 from sparkforge.compress.quantize import SampleReader, convert_fp16, quantize_int8_static
@@ -25,13 +26,6 @@ def _ops(path: Path) -> Counter[str]:
     return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
-def _text_batch(rng: np.random.Generator, batch: int, seq: int, vocab: int
-                ) -> dict[str, np.ndarray]:
-    lengths = rng.integers(2, seq + 1, size=batch)
-    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
-    return {"input_ids": rng.integers(1, vocab, size=(batch, seq)) * mask, "attention_mask": mask}
-
-
 @pytest.fixture(scope="module")
 def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     torch.manual_seed(0)
@@ -45,7 +39,7 @@ def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray
 
 def test_sample_reader_gives_equal_shapes() -> None:
     rng = np.random.default_rng(0)
-    batch = _text_batch(rng, 70, 20, 50)
+    batch = text_batch(rng, 70, 20, 50, min_len=2, full_first=False)
     batch["attention_mask"][:, 15:] = 0  # no row is longer than 15 tokens
     reader = SampleReader(batch, batch_size=32)
     shapes = []
@@ -83,11 +77,12 @@ def test_int8_static_text_model(tmp_path: Path) -> None:
             "hidden_dim": 16}
     model = build_model(spec).eval()
     rng = np.random.default_rng(1)
-    export_onnx(model, spec, tmp_path / "fp32.onnx", _text_batch(rng, 4, 8, 2000))
+    export_onnx(model, spec, tmp_path / "fp32.onnx",
+                text_batch(rng, 4, 8, 2000, min_len=2, full_first=False))
     int8 = quantize_int8_static(tmp_path / "fp32.onnx", tmp_path / "static.onnx",
-                                _text_batch(rng, 64, 12, 2000))
+                                text_batch(rng, 64, 12, 2000, min_len=2, full_first=False))
     assert int8.stat().st_size < 0.5 * (tmp_path / "fp32.onnx").stat().st_size
-    batch = _text_batch(rng, 32, 9, 2000)
+    batch = text_batch(rng, 32, 9, 2000, min_len=2, full_first=False)
     diff = np.abs(_predict(int8, batch) - _predict(tmp_path / "fp32.onnx", batch))
     # Activations are int8 too: short rows' pooled vectors are quantized coarsely.
     assert diff.mean() < 0.1

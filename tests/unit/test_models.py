@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _batches import text_batch
 from safetensors.torch import load_file
 
 from sparkforge.models import (
@@ -44,10 +45,8 @@ def _pad(ids: torch.Tensor, mask: torch.Tensor, extra: int) -> tuple[torch.Tenso
 
 def _text_batch(rng: np.random.Generator, batch: int, seq: int, vocab: int = 1000
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = rng.integers(1, seq + 1, size=batch)
-    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
-    ids = rng.integers(1, vocab, size=(batch, seq)) * mask
-    return torch.from_numpy(ids), torch.from_numpy(mask)
+    b = text_batch(rng, batch, seq, vocab, full_first=False)
+    return torch.from_numpy(b["input_ids"]), torch.from_numpy(b["attention_mask"])
 
 
 @pytest.fixture(scope="module")

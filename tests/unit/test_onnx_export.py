@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from _batches import text_batch
 
 from sparkforge.compress import check_parity, export_onnx, quantize_int8_dynamic
 from sparkforge.models import build_model, pretrained_model_dir
@@ -40,15 +41,6 @@ def _tokenize(texts: list[str], extra_padding: int = 0) -> dict[str, np.ndarray]
     return {"input_ids": np.pad(np.array([e.ids for e in enc], dtype=np.int64), pad),
             "attention_mask": np.pad(np.array([e.attention_mask for e in enc], dtype=np.int64),
                                      pad)}
-
-
-def _text_batch(rng: np.random.Generator, batch: int, seq: int, vocab: int
-                ) -> dict[str, np.ndarray]:
-    lengths = rng.integers(1, seq + 1, size=batch)
-    lengths[0] = seq
-    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
-    return {"input_ids": rng.integers(1, vocab, size=(batch, seq)) * mask,
-            "attention_mask": mask}
 
 
 def _dims(path: Path) -> dict[str, list[str | int]]:
@@ -103,17 +95,17 @@ def test_embedding_bag_export_parity_and_int8(tmp_path: Path) -> None:
             "bigram_buckets": 1024}
     model = build_model(spec)
     rng = np.random.default_rng(1)
-    export_onnx(model, spec, tmp_path / "eb.onnx", _text_batch(rng, 4, 10, 4000))
+    export_onnx(model, spec, tmp_path / "eb.onnx", text_batch(rng, 4, 10, 4000))
     assert _dims(tmp_path / "eb.onnx")["input_ids"] == ["batch", "seq"]
     for batch, seq in ((1, 3), (9, 41)):
-        parity = check_parity(model, tmp_path / "eb.onnx", _text_batch(rng, batch, seq, 4000))
+        parity = check_parity(model, tmp_path / "eb.onnx", text_batch(rng, batch, seq, 4000))
         assert parity["max_abs_prob_diff"] < 1e-4, (batch, seq, parity)
         assert parity["agreement"] == 1.0
 
     int8 = quantize_int8_dynamic(tmp_path / "eb.onnx", tmp_path / "eb.int8.onnx")
     # The embedding tables (Gather) are nearly all of this model's bytes.
     assert int8.stat().st_size < 0.4 * (tmp_path / "eb.onnx").stat().st_size
-    batch = _text_batch(rng, 16, 20, 4000)
+    batch = text_batch(rng, 16, 20, 4000)
     np.testing.assert_allclose(_predict(int8, batch), _predict(tmp_path / "eb.onnx", batch),
                                atol=0.05)
 
@@ -139,7 +131,7 @@ def test_quantize_retries_incomplete_shape_inference(
     spec = {"name": "embedding_bag", "num_outputs": 2, "vocab_size": 50}  # names the inputs
     model = _SlicedPositions()
     rng = np.random.default_rng(2)
-    export_onnx(model, spec, tmp_path / "sliced.onnx", _text_batch(rng, 3, 5, 50))
+    export_onnx(model, spec, tmp_path / "sliced.onnx", text_batch(rng, 3, 5, 50))
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     monkeypatch.chdir(workdir)
@@ -148,7 +140,7 @@ def test_quantize_retries_incomplete_shape_inference(
     assert "retrying with auto_merge=True" in caplog.text
     # ORT's debug dump of the failed inference must not be left in the working directory.
     assert sorted(p.name for p in workdir.iterdir()) == ["sliced.int8.onnx"]
-    batch = _text_batch(rng, 4, 7, 50)
+    batch = text_batch(rng, 4, 7, 50)
     np.testing.assert_allclose(_predict(int8, batch), _predict(tmp_path / "sliced.onnx", batch),
                                atol=0.05)
 
