@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 CORRUPT = "_corrupt_record"
 REASON = "reason"
 SPLITS = ("train", "val", "test")
+# Validation rows are cut in two by a seeded hash of the id: fold 0 chooses (the kept
+# epoch, early stopping, fine-tune and distillation epochs), fold 1 judges (the
+# compression gate, the baseline comparison), so no variant is judged on rows that chose it.
+FOLD = "fold"
+SELECT_FOLD, GATE_FOLD = 0, 1
 # Fraction of non-null values that must parse as numbers for a string column to be numeric.
 NUMERIC_MIN_FRACTION = 0.98
 
@@ -115,6 +120,13 @@ def split_column(id_col: Column, train: float, val: float, seed: int) -> Column:
 
     u = F.pmod(F.xxhash64(F.lit(seed), id_col), F.lit(1_000_000)) / F.lit(1_000_000.0)
     return (F.when(u < train, "train").when(u < train + val, "val").otherwise("test"))
+
+
+def fold_column(id_col: Column, seed: int) -> Column:
+    """0 or 1 from a hash of the id with another seed than the split's (independent of it)."""
+    from pyspark.sql import functions as F
+
+    return F.pmod(F.xxhash64(F.lit(seed + 7919), id_col), F.lit(2)).cast("int")
 
 
 def _declared_numeric(cfg: Config, feats: list[str]) -> dict[str, bool]:
@@ -269,5 +281,7 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     else:
         kept = kept.withColumn(
             "split", split_column(F.col("id"), split.train, split.val, split.seed))
+    if fitted is None:
+        kept = kept.withColumn(FOLD, fold_column(F.col("id"), split.seed))
     return Prepared(kept=kept, quarantine=quarantine, numeric_columns=numeric,
                     categorical_columns=categorical)

@@ -160,6 +160,12 @@ def list_row_groups(path: Path) -> list[RowGroup]:
     return groups
 
 
+def has_column(path: Path, name: str) -> bool:
+    """Whether the split folder's Parquet files carry column ``name`` (footer only)."""
+    files = _parquet_files(Path(path))
+    return bool(files) and name in pq.read_schema(files[0]).names
+
+
 def plan_epoch(groups: Sequence[RowGroup], world: int, seed: int, epoch: int,
                shuffle: bool = True) -> list[RankPlan]:
     """Which rows of which row groups each rank reads in ``epoch`` (the same on every rank)."""

@@ -158,7 +158,14 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from sparkforge.models import build_model
-    from sparkforge.train.loader import PAD_KEY, ArrowLoader, make_loader, trim_padding
+    from sparkforge.data.prepare import FOLD, SELECT_FOLD
+    from sparkforge.train.loader import (
+        PAD_KEY,
+        ArrowLoader,
+        has_column,
+        make_loader,
+        trim_padding,
+    )
 
     rank, world, device, use_cuda = setup_rank(params)
     t_launch = time.time()
@@ -198,8 +205,10 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
                          rank=rank,
                          world=world, batch_size=batch_size, seed=seed,
                          path=pre / "split=train", converter=params.get("converter"))
-    val_loader = ArrowLoader(pre / "split=val", [*inputs, target], rank, world,
-                             batch_size * 4, seed, shuffle=False)
+    # Only fold 0 of val chooses epochs; fold 1 is kept for the compression gate.
+    val_fold = has_column(pre / "split=val", FOLD)
+    val_loader = ArrowLoader(pre / "split=val", [*inputs, target, *([FOLD] if val_fold else [])],
+                             rank, world, batch_size * 4, seed, shuffle=False)
 
     full_numel = sum(p.numel() for p in model.parameters())
     wrapped: torch.nn.Module
@@ -294,7 +303,10 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():
             for raw in val_loader.epoch(0):
                 b = trim_padding(raw)
-                keep = torch.from_numpy(~b[PAD_KEY]).to(device)
+                chosen = ~b[PAD_KEY]
+                if val_fold:
+                    chosen &= b[FOLD] == SELECT_FOLD
+                keep = torch.from_numpy(chosen).to(device)
                 out = forward(net, to_t(b)).float()
                 y = torch.from_numpy(b[target]).to(device)
                 per_row = (torch.nn.functional.mse_loss(out.squeeze(-1), y.float(),
