@@ -30,7 +30,8 @@ def test_extends_and_overrides(csv_file: Path) -> None:
     assert cfg.task == "text_classification"
     assert cfg.train.model == "minilm"           # from demo_text.yaml
     assert cfg.train.epochs == 3                 # from --set
-    assert cfg.data.options["multiLine"] == "true"  # inherited, YAML bool -> Spark string
+    # inherited, YAML bool -> Spark string
+    assert cfg.data.format_options["csv"]["multiLine"] == "true"
     assert cfg.data.options["sep"] == ";"
     assert cfg.data.input == str(csv_file)
 

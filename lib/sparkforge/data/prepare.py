@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sparkforge.config import Config
+from sparkforge.data.readers import CORRUPT, read_raw
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
-CORRUPT = "_corrupt_record"
 REASON = "reason"
 SPLITS = ("train", "val", "test")
 # Validation rows are cut in two by a seeded hash of the id: fold 0 chooses (the kept
@@ -49,31 +49,6 @@ class Prepared:
     quarantine: DataFrame    # stage, reason, id, raw
     numeric_columns: list[str]
     categorical_columns: list[str]
-
-
-def read_raw(spark: SparkSession, cfg: Config, input_path: str | None = None) -> DataFrame:
-    """Read ``data.input`` keeping malformed records (PERMISSIVE + a corrupt-record column)."""
-    from pyspark.sql import types as T
-
-    d = cfg.data
-    path = input_path or d.input
-    reader = spark.read.options(**d.options)
-    if d.format == "csv":
-        # Read every column as a string, then decide types ourselves: Spark's inferSchema
-        # would null out a bad value silently, and we want it quarantined with a reason.
-        header = spark.read.options(**d.options).csv(path).schema
-        schema = T.StructType([T.StructField(f.name, T.StringType()) for f in header.fields]
-                              + [T.StructField(CORRUPT, T.StringType())])
-        return (reader.schema(schema).option("mode", "PERMISSIVE")
-                .option("columnNameOfCorruptRecord", CORRUPT).csv(path))
-    if d.format == "json":
-        df = (reader.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
-              .json(path))
-        # Spark refuses queries that touch only the corrupt column of raw JSON; cache first.
-        return df.cache() if CORRUPT in df.columns else df
-    if d.format == "parquet":
-        return reader.parquet(path)
-    return reader.text(path)
 
 
 def _is_blank(c: Column) -> Column:
