@@ -64,12 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
 
     from sparkforge.data.prepare import DataQualityError
-    from sparkforge.jobs import stage_fn
+    from sparkforge.faults import fault_point
+    from sparkforge.jobs import check_upstream, stage_fn
     from sparkforge.spark.session import get_session
 
+    try:  # refuse before a JVM starts; stage_fn checks again for notebooks and pipelines
+        check_upstream(cfg, args.stage)
+    except DataQualityError as e:
+        print(f"sparkforge: data-quality stop: {e}", file=sys.stderr)
+        return EXIT_DATA_QUALITY
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     spark = None
     try:
+        fault_point("cli.before_session")
         spark = get_session(cfg.spark)
         stage_fn(args.stage)(spark, cfg)
     except ConfigError as e:

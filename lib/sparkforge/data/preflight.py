@@ -235,7 +235,8 @@ def check_source(cfg: Config, pattern: str, wanted: dict[str, str | None], what:
         return
     for key, col in wanted.items():
         if col and col not in cols:
-            raise ConfigError(f"{key}={col!r}: no such column in {files[0]}; its columns are "
+            name = key if key.startswith("the ") else f"{key}={col!r}"
+            raise ConfigError(f"{name}: no such column in {files[0]}; its columns are "
                               f"{', '.join(cols) or '(none)'}")
 
 
@@ -251,7 +252,8 @@ def _score_columns(cfg: Config) -> dict[str, str | None]:
             cols = [*fitted.get("numeric", {}), *fitted.get("categorical", {})]
         except (OSError, ValueError, TypeError):
             cols = []
-        return {f"training feature column ({pre})": c for c in cols}
+        return {f"the training feature column {c!r} (model/preprocessor.json)": c
+                for c in cols}
     return {f"data.feature_columns[{i}]": c for i, c in enumerate(d.feature_columns or [])}
 
 
