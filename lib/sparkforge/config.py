@@ -471,6 +471,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, value, "use a number")
+        if not -1e300 < value < 1e300:  # NaN and infinities pass every range check below
+            _fail(key, value, "use a finite number")
         return float(value)
     if tp is str:
         if isinstance(value, (dict, list)):
