@@ -82,4 +82,5 @@ def test_venv_spark_submit_works_without_activating_the_venv(tmp_path: Path) -> 
         capture_output=True, text=True, timeout=300, env=_cli_env(), cwd=ROOT)
     assert "Could not find valid SPARK_HOME" not in proc.stderr
     assert proc.returncode == 2, proc.stderr        # our preflight ran in the venv's python
-    assert "data.label_column='stars': no such column" in proc.stderr
+    # spark-submit's PythonRunner merges the driver's stderr into its stdout
+    assert "data.label_column='stars': no such column" in proc.stdout + proc.stderr
