@@ -93,7 +93,8 @@ def _probs(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, predicted class): sigmoid for one output, softmax otherwise."""
     logits = logits.astype(np.float64)
     if logits.shape[-1] == 1:
-        p = 1.0 / (1.0 + np.exp(-logits))
+        with np.errstate(over="ignore"):  # regression outputs in the millions: p is 0 or 1
+            p = 1.0 / (1.0 + np.exp(-logits))
         return p, (p[:, 0] > 0.5).astype(np.int64)
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     p = e / e.sum(axis=-1, keepdims=True)
