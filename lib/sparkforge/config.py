@@ -129,6 +129,10 @@ class TokenizerConfig:
 
 
 ModelName = Literal["auto", "mlp", "embedding_bag", "transformer", "minilm"]
+# (learning rate, per-rank batch size) used when train.lr / train.batch_size are 0.
+MODEL_DEFAULTS: dict[str, tuple[float, int]] = {
+    "mlp": (2e-3, 256), "embedding_bag": (3e-3, 64), "transformer": (1e-3, 64),
+    "minilm": (1e-4, 16)}
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,11 @@ class TrainConfig:
     # The most epochs; early stopping (early_stopping_patience epochs without a better
     # validation score) usually ends training sooner, keeping the best epoch's weights.
     epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
+    # Per rank; 0: the model's default (MODEL_DEFAULTS), one that converges for it.
+    batch_size: int = 0
+    # 0: the model's default (MODEL_DEFAULTS): fine-tuning pretrained MiniLM wants ~30x
+    # less than a model trained from scratch.
+    lr: float = 0.0
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     grad_clip: float = 1.0
@@ -180,7 +187,10 @@ class TrainConfig:
     num_heads: int = 4  # transformer only; must divide hidden_dim
 
     def __post_init__(self) -> None:
-        for name in ("num_processes", "epochs", "batch_size", "hidden_dim", "grad_accum_steps",
+        if self.batch_size < 0:
+            _fail("train.batch_size", self.batch_size,
+                  "use 0 (the model's default) or a positive integer")
+        for name in ("num_processes", "epochs", "hidden_dim", "grad_accum_steps",
                      "num_layers", "num_heads"):
             if getattr(self, name) < 1:
                 _fail(f"train.{name}", getattr(self, name), "use a positive integer")
@@ -192,8 +202,9 @@ class TrainConfig:
                   "use 0 (the whole epoch) or a positive cap")
         if self.max_restarts < 0:
             _fail("train.max_restarts", self.max_restarts, "use 0 (fail at once) or more")
-        if self.lr <= 0:
-            _fail("train.lr", self.lr, "use a positive learning rate, e.g. 1e-3")
+        if self.lr < 0:
+            _fail("train.lr", self.lr, "use 0 (the model's default) or a positive learning "
+                  "rate, e.g. 1e-3")
         if not 0.0 <= self.dropout < 1.0:
             _fail("train.dropout", self.dropout, "use a value in [0, 1)")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -348,6 +359,12 @@ class Config:
         if not self.is_text and self.train.model in ("embedding_bag", "transformer", "minilm"):
             _fail("train.model", self.train.model, "text models need task=text_classification; "
                   "use mlp for tabular tasks")
+        # Resolve the model's defaults once, here, so every reader of train.lr /
+        # train.batch_size (training, fine-tunes, distillation) sees the same values.
+        lr, batch = MODEL_DEFAULTS[self.model_name]
+        if not self.train.lr or not self.train.batch_size:
+            object.__setattr__(self, "train", dataclasses.replace(
+                self.train, lr=self.train.lr or lr, batch_size=self.train.batch_size or batch))
 
     @property
     def is_text(self) -> bool:
