@@ -1,7 +1,9 @@
 """``sparkforge <stage> --config PATH [--set dotted.key=value ...]``.
 
-Exit codes: 0 ok, 2 configuration error (before any Spark work), 3 data-quality
-gate, 4 runtime failure.
+Exit codes: 0 ok; 2 user error (config, input path or format, columns, output.dir,
+master URL), a short message and no traceback; 3 data-quality stop (a quality gate, an
+empty input, or an upstream stage that failed its gate); 4 runtime failure, its cause
+first (the traceback with ``--verbose``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 EXIT_OK, EXIT_CONFIG, EXIT_DATA_QUALITY, EXIT_RUNTIME = 0, 2, 3, 4
@@ -28,13 +31,16 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--config", required=True, help="YAML file, e.g. conf/demo_text.yaml")
         s.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=3")
+        s.add_argument("--verbose", action="store_true",
+                       help="print the traceback of a runtime failure (exit code 4)")
     d = sub.add_parser("demo-data", help="write the demo CSVs (Rotten Tomatoes, UCI Adult)")
     d.add_argument("--out", default="data", help="folder for the CSV files")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("SPARKFORGE_LOG_LEVEL", "INFO"),
+    level = os.environ.get("SPARKFORGE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("py4j", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -47,36 +53,67 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from sparkforge.config import ConfigError, load_config
     from sparkforge.data.preflight import check_inputs
+    from sparkforge.spark.session import check_master
 
     try:
         cfg = load_config(args.config, args.overrides)
-        check_inputs(cfg)
+        check_master(cfg.spark)
+        check_inputs(cfg, args.stage)
     except ConfigError as e:
         print(f"sparkforge: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
 
     from sparkforge.data.prepare import DataQualityError
-    from sparkforge.jobs import stage_fn
+    from sparkforge.faults import fault_point
+    from sparkforge.jobs import check_upstream, stage_fn
     from sparkforge.spark.session import get_session
 
+    try:  # refuse before a JVM starts; stage_fn checks again for notebooks and pipelines
+        check_upstream(cfg, args.stage)
+    except DataQualityError as e:
+        print(f"sparkforge: data-quality stop: {e}", file=sys.stderr)
+        return EXIT_DATA_QUALITY
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    spark = get_session(cfg.spark)
+    spark = None
     try:
+        fault_point("cli.before_session")
+        spark = get_session(cfg.spark)
         stage_fn(args.stage)(spark, cfg)
     except ConfigError as e:
         print(f"sparkforge: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     except DataQualityError as e:
-        print(f"sparkforge: data-quality gate: {e}", file=sys.stderr)
+        print(f"sparkforge: data-quality stop: {e}", file=sys.stderr)
         return EXIT_DATA_QUALITY
     except Exception as e:  # the one place that turns any failure into exit code 4
-        log.exception("stage %s failed", args.stage)
-        print(f"sparkforge: {args.stage} failed: {type(e).__name__}: {str(e)[-2000:]}",
-              file=sys.stderr)
+        print(f"sparkforge: {args.stage} failed: {_cause(e)}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        else:
+            print("sparkforge: rerun with --verbose for the traceback", file=sys.stderr)
         return EXIT_RUNTIME
     finally:
-        spark.stop()
+        if spark is not None:
+            spark.stop()
     return EXIT_OK
+
+
+def _cause(e: BaseException) -> str:
+    """The innermost cause's type and message, first line of a Java error included."""
+    root = e
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = str(root).strip()
+    java = getattr(root, "java_exception", None)
+    if java is not None:  # py4j: str() is the whole Java stack trace
+        try:
+            text = str(java.toString())
+        except Exception:  # the JVM may be gone
+            text = text.splitlines()[0] if text else ""
+    first = text.splitlines()[0] if text else ""
+    outer = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    where = f" (in {type(e).__name__}: {outer})" if root is not e else ""
+    return f"{type(root).__name__}: {first[:1000]}{where}"
 
 
 def entrypoint() -> None:

@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 
 
 TaskName = Literal["text_classification", "tabular_classification", "tabular_regression"]
-DataFormat = Literal["csv", "json", "parquet", "text"]
+DataFormat = Literal["csv", "json", "parquet", "orc", "text"]
 
 
 def _fail(key: str, value: Any, fix: str) -> typing.NoReturn:
@@ -38,8 +38,14 @@ def _fail(key: str, value: Any, fix: str) -> typing.NoReturn:
 @dataclass(frozen=True)
 class DataConfig:
     input: str = ""
+    # A catalog table read with spark.table instead of a path (then data.input stays empty).
+    table: str = ""
     format: DataFormat = "csv"
+    # Reader options for whichever format is read (override format_options).
     options: dict[str, str] = field(default_factory=dict)
+    # Reader options per format, e.g. {csv: {header: true}}: only data.format's are used, so
+    # CSV settings (multiLine for quoted newlines) never reach a JSON-lines read.
+    format_options: dict[str, dict[str, str]] = field(default_factory=dict)
     label_column: str = "label"
     text_column: str | None = None
     feature_columns: list[str] | None = None
@@ -49,9 +55,16 @@ class DataConfig:
     schema: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.input:
+        if self.input and self.table:
+            _fail("data.table", self.table, f"data.input={self.input!r} is set too; read one of "
+                  "them: --set data.input= to read the table")
+        if not self.input and not self.table:
             _fail("data.input", self.input, "set it to a file, folder or glob, "
-                  "e.g. --set data.input=data/reviews.csv")
+                  "e.g. --set data.input=data/reviews.csv (or data.table to a catalog table)")
+        for fmt in self.format_options:
+            if fmt not in get_args(DataFormat):
+                _fail(f"data.format_options.{fmt}", self.format_options[fmt],
+                      f"unknown format; use one of {', '.join(get_args(DataFormat))}")
         if not self.label_column:
             _fail("data.label_column", self.label_column, "name the column holding the label")
 
@@ -481,6 +494,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return {}
         if not isinstance(value, Mapping):
             _fail(key, value, "expected a mapping")
+        val_tp = get_args(tp)[1]
+        if get_origin(val_tp) is dict:  # a mapping of mappings (data.format_options)
+            return {str(k): _convert(val_tp, v, f"{key}.{k}") for k, v in value.items()}
         # Spark reader options and properties are strings; YAML `true` becomes "true".
         return {str(k): (str(v).lower() if isinstance(v, bool) else str(v))
                 for k, v in value.items()}
@@ -495,6 +511,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, value, "use a number")
+        if not -1e300 < value < 1e300:  # NaN and infinities pass every range check below
+            _fail(key, value, "use a finite number")
         return float(value)
     if tp is str:
         if isinstance(value, (dict, list)):

@@ -30,7 +30,8 @@ def test_extends_and_overrides(csv_file: Path) -> None:
     assert cfg.task == "text_classification"
     assert cfg.train.model == "minilm"           # from demo_text.yaml
     assert cfg.train.epochs == 3                 # from --set
-    assert cfg.data.options["multiLine"] == "true"  # inherited, YAML bool -> Spark string
+    # inherited, YAML bool -> Spark string
+    assert cfg.data.format_options["csv"]["multiLine"] == "true"
     assert cfg.data.options["sep"] == ";"
     assert cfg.data.input == str(csv_file)
 
@@ -42,7 +43,11 @@ def test_extends_and_overrides(csv_file: Path) -> None:
     ("task=clustering", "use one of"),
     ("preprocess.split.train=0.9", "sum to 1"),
     ("compress.select=biggest", "smallest, fastest"),
-    ("data.format=xml", "csv, json, parquet, text"),
+    ("data.format=xml", "csv, json, parquet, orc, text"),
+    ("data.format_options.xml.a=1", "data.format_options.xml"),
+    ("data.format_options.csv=1", "expected a mapping"),
+    ("data.table=db.t", "data.table='db.t'"),
+    ("train.lr=.nan", "train.lr=nan: use a finite number"),
 ])
 def test_bad_values_name_key_value_and_fix(csv_file: Path, override: str, needle: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -90,3 +95,20 @@ def test_text_models_are_refused_for_tabular_tasks(csv_file: Path) -> None:
         with pytest.raises(ConfigError, match="text models need task=text_classification"):
             load_config(TAB, [f"data.input={csv_file}", "data.label_column=y",
                               f"train.model={model}"])
+
+
+def test_per_format_options_and_catalog_tables(csv_file: Path) -> None:
+    from sparkforge.data.readers import reader_options
+
+    cfg = load_config(TEXT, [f"data.input={csv_file}"])
+    assert reader_options(cfg) == {"header": "true", "multiLine": "true", "escape": '"'}
+    # the CSV settings never reach the JSON reader; explicit options reach any format
+    cfg = load_config(TEXT, [f"data.input={csv_file}", "data.format=json"])
+    assert reader_options(cfg) == {}
+    cfg = load_config(TEXT, [f"data.input={csv_file}", "data.format=json",
+                             "data.options.multiLine=true"])
+    assert reader_options(cfg) == {"multiLine": "true"}
+    cfg = load_config(TAB, ["data.input=", "data.table=db.events", "data.label_column=y"])
+    assert cfg.data.table == "db.events"
+    with pytest.raises(ConfigError, match=r"data\.table"):
+        load_config(TAB, ["data.input=", "data.label_column=y"])

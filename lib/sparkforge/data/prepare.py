@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sparkforge.config import Config, ConfigError
+from sparkforge.data.readers import CORRUPT, read_raw
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
-CORRUPT = "_corrupt_record"
 REASON = "reason"
 SPLITS = ("train", "val", "test")
 # Validation rows are cut in two by a seeded hash of the id: fold 0 chooses (the kept
@@ -64,31 +64,6 @@ class Prepared:
     categorical_columns: list[str]
     # how each inferred column's type was decided: {col: {type, non_null, parsed}}
     type_evidence: dict[str, dict[str, object]] = field(default_factory=dict)
-
-
-def read_raw(spark: SparkSession, cfg: Config, input_path: str | None = None) -> DataFrame:
-    """Read ``data.input`` keeping malformed records (PERMISSIVE + a corrupt-record column)."""
-    from pyspark.sql import types as T
-
-    d = cfg.data
-    path = input_path or d.input
-    reader = spark.read.options(**d.options)
-    if d.format == "csv":
-        # Read every column as a string, then decide types ourselves: Spark's inferSchema
-        # would null out a bad value silently, and we want it quarantined with a reason.
-        header = spark.read.options(**d.options).csv(path).schema
-        schema = T.StructType([T.StructField(f.name, T.StringType()) for f in header.fields]
-                              + [T.StructField(CORRUPT, T.StringType())])
-        return (reader.schema(schema).option("mode", "PERMISSIVE")
-                .option("columnNameOfCorruptRecord", CORRUPT).csv(path))
-    if d.format == "json":
-        df = (reader.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
-              .json(path))
-        # Spark refuses queries that touch only the corrupt column of raw JSON; cache first.
-        return df.cache() if CORRUPT in df.columns else df
-    if d.format == "parquet":
-        return reader.parquet(path)
-    return reader.text(path)
 
 
 def _is_blank(c: Column) -> Column:

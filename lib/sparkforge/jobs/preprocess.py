@@ -102,14 +102,23 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     n_in = n_kept + n_quarantined
     q_path = out / "quarantine" / "preprocess"
     prep.quarantine.write.mode("overwrite").parquet(str(q_path))
+    counts = {"rows_in": n_in, "rows_kept": n_kept, "rows_quarantined": n_quarantined,
+              "quarantine_reasons": reasons}
+    if n_kept == 0:
+        from sparkforge.jobs import quality_stop
+
+        raise quality_stop(spark, cfg, prep.quarantine, counts, "preprocess kept no row")
 
     labels: list[str] = []
     if not cfg.is_regression:
         labels = sorted(r["label"] for r in kept.select("label").distinct().collect())
         if len(labels) < 2:
-            raise DataQualityError(f"data.label_column={cfg.data.label_column!r} has "
-                                   f"{len(labels)} distinct value(s) among kept rows; a "
-                                   "classifier needs at least 2")
+            from sparkforge.jobs import quality_stop
+
+            raise quality_stop(spark, cfg, prep.quarantine, counts,
+                               f"data.label_column={cfg.data.label_column!r} has "
+                               f"{len(labels)} distinct value(s) among kept rows; a "
+                               "classifier needs at least 2")
     write_json_atomic(model_dir / "labels.json", labels)
 
     stats: dict[str, Any] = {}

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
-from sparkforge.config import SparkConfig
+from sparkforge.config import ConfigError, SparkConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -22,8 +23,26 @@ log = logging.getLogger(__name__)
 MASTER_ENV = "SPARKFORGE_MASTER"
 
 
+# The master URLs Spark 4 accepts (SparkContext.createTaskScheduler); anything else fails
+# inside the JVM with a Java traceback, so it is refused here first.
+_MASTER_RE = re.compile(r"local(\[(\*|\d+)(,\s*\d+)?\])?|local-cluster\[\d+,\s*\d+,\s*\d+\]"
+                        r"|spark://\S+|yarn|k8s://\S+")
+
+
 def _is_local(master: str) -> bool:
     return master.startswith("local")
+
+
+def check_master(cfg: SparkConfig) -> None:
+    """Raise ConfigError for a master URL Spark cannot parse (``spark.master`` or
+    ``SPARKFORGE_MASTER``); under spark-submit the command line's master is used."""
+    env = os.environ.get(MASTER_ENV)
+    if "PYSPARK_GATEWAY_PORT" in os.environ and not env:
+        return
+    key, master = (MASTER_ENV, env) if env else ("spark.master", cfg.master)
+    if not _MASTER_RE.fullmatch(master.strip()):
+        raise ConfigError(f"{key}={master!r}: not a Spark master URL; use local[*], local[N], "
+                          "spark://host:7077, yarn or k8s://https://host:port")
 
 
 def get_session(cfg: SparkConfig | None = None, *, extra: dict[str, str] | None = None
