@@ -119,7 +119,7 @@ def test_vocabulary_is_capped_at_the_most_frequent_ngrams() -> None:
     full = bl.fit_vocab(ids, mask)
     capped = bl.fit_vocab(ids, mask, max_ngrams=10)
     assert len(capped) == 10 < len(full)
-    rows, keys = bl.ngram_keys(ids, mask)
+    _, keys = bl.ngram_keys(ids, mask)
     uniq, counts = np.unique(keys, return_counts=True)
     kept_counts = counts[np.searchsorted(uniq, capped)]
     dropped = np.setdiff1d(full, capped)
