@@ -127,10 +127,11 @@ def write_report(out: Path, task: str, metrics: dict[str, Any], manifest: dict[s
                 ["column", "null_rate"]))
     rows = []
     for name, m in metrics["variants"].items():
-        rows.append({"variant": name + (" (selected)" if name == metrics["selected"] else ""),
+        # The linear baseline is a variant, scored on the same test rows: named by its model.
+        label = (f"baseline {metrics.get('baseline', {}).get('model', '')}".strip()
+                 if name == "baseline" else name)
+        rows.append({"variant": label + (" (selected)" if name == metrics["selected"] else ""),
                      **{k: v for k, v in m.items() if not isinstance(v, (list, dict))}})
-    if "baseline" in metrics:
-        rows.append({"variant": "baseline " + metrics["baseline"]["model"], **metrics["baseline"]})
     cols = sorted({k for r in rows for k in r if k not in ("variant", "model")})
     parts.append("<h2>Test metrics</h2>" + _table(rows, ["variant", *cols]))
     sel = metrics["variants"].get(metrics["selected"], {})
@@ -155,8 +156,12 @@ def write_report(out: Path, task: str, metrics: dict[str, Any], manifest: dict[s
     comp = manifest.get("compress", {}).get("variants", {})
     if comp:
         ccols = ["variant", "file_bytes", "size_ratio", "latency_ms_b1", "latency_ms_b1024",
-                 "latency_ratio_b1024", "gate_metric", "parity_max_abs_prob_diff", "decision"]
-        parts.append("<h2>Compression</h2>" + _table(
+                 "latency_ratio_b1024", "gate_metric", "gate_rows", "parity_max_abs_prob_diff",
+                 "decision"]
+        gate = manifest.get("compress", {}).get("gate_rows")
+        parts.append("<h2>Compression</h2>" + (f"<p>judged on {html.escape(str(gate))}; "
+                                               "the reference is the better of fp32 and the "
+                                               "linear baseline</p>" if gate else "") + _table(
             [{"variant": k, **v} for k, v in comp.items()], ccols))
     history = manifest.get("train", {}).get("history", [])
     if history:

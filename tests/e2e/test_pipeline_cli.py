@@ -34,7 +34,7 @@ def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
 def check_run(out: Path, min_accuracy: float) -> dict:  # type: ignore[type-arg]
     metrics = json.loads((out / "metrics.json").read_text())
     labels = json.loads((out / "model" / "labels.json").read_text())
-    assert set(metrics["variants"]) == {"fp32", "int8_dynamic"}
+    assert set(metrics["variants"]) == {"fp32", "int8_dynamic", "baseline"}
     assert metrics["selected"] in metrics["variants"]
     for v in metrics["variants"]:  # the gate's decision and figures travel with the metrics
         assert metrics["compression"]["variants"][v]["decision"]

@@ -110,3 +110,36 @@ def test_transformer_trains_and_exports_to_onnx(tmp_path: Path) -> None:
     parity = check_parity(model, path, {"input_ids": ids, "attention_mask": mask})
     assert parity["max_abs_logit_diff"] < 1e-4
     assert json.loads(json.dumps(spec)) == spec  # the spec is what model.json stores
+
+
+def test_kept_epoch_is_the_best_validation_loss_and_is_reported(tmp_path: Path) -> None:
+    """On a small validation set accuracy saturates early while the loss keeps falling:
+    the kept weights are those of the epoch with the lowest validation loss (ties to the
+    later epoch), and the result says which epoch was kept and why training stopped."""
+    root = make_run(tmp_path / "run")
+    result = train_fn(_params(root, epochs=6, lr=3e-2, patience=10))
+    history = result["history"]
+    losses = [h["val_loss"] for h in history]
+    best = max(i for i, loss in enumerate(losses) if loss == min(losses))
+    assert result["kept_epoch"] == history[best]["epoch"]
+    assert result["kept_epoch"] > 0  # epoch 0's accuracy ties or wins, its loss does not
+    assert result["stop_reason"] == "reached train.epochs=6"
+    # The saved weights really are that epoch's: their validation loss, recomputed here
+    # from the val Parquet, is the lowest one in the history.
+    import pyarrow.parquet as pq
+
+    model = build_model(_params(root)["spec"])
+    model.load_state_dict(load_file(str(root / "model" / "model.safetensors")), strict=True)
+    model.eval()
+    val = pq.read_table(root / "preprocessed" / "split=val").to_pandas()
+    x = torch.from_numpy(np.stack(val["features"].to_numpy()).astype(np.float32))
+    y = torch.from_numpy(val["label_index"].to_numpy().astype(np.int64))
+    with torch.no_grad():
+        loss = float(torch.nn.functional.cross_entropy(model(x), y))
+    assert loss == pytest.approx(min(losses), rel=1e-4)
+    # Early stopping: patience 1 stops after the first epoch without a better loss.
+    root2 = make_run(tmp_path / "run2")
+    short = train_fn(_params(root2, epochs=30, lr=3e-1, patience=1))
+    assert len(short["history"]) < 30
+    assert short["stop_reason"].startswith("early stopping")
+    assert short["kept_epoch"] == len(short["history"]) - 2

@@ -83,3 +83,32 @@ def test_distill_fn_trains_a_student_in_one_process(tmp_path: Path) -> None:
     with torch.no_grad():
         pred = student(torch.from_numpy(x[500:])).argmax(-1).numpy()
     assert (pred == y[500:]).mean() == pytest.approx(result["best_val_metric"])
+
+
+def test_distill_fn_chooses_its_epoch_on_validation_fold_0_only(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(700, 8)).astype(np.float32)
+    score = x[:, 0] - x[:, 1]
+    logits = np.stack([-score, score], axis=1).astype(np.float32) * 3
+    y = (score > 0).astype(np.int32)
+    _write(tmp_path / "soft", x[:500], y[:500], logits[:500])
+    # Fold 1 (the gate's rows) has its labels flipped: a student judged on it scores ~0.
+    fold = (np.arange(200) % 2).astype(np.int32)
+    val_y = np.where(fold == 1, 1 - y[500:], y[500:]).astype(np.int32)
+    (tmp_path / "val").mkdir()
+    pq.write_table(pa.table({"features": pa.array(list(x[500:]), pa.list_(pa.float32())),
+                             "label_index": pa.array(val_y, pa.int32()),
+                             "fold": pa.array(fold)}), tmp_path / "val" / "part-0.parquet")
+    spec = {"name": "mlp", "num_outputs": 2, "input_dim": 8, "hidden_dim": 8}
+    params = {"soft_labels": str(tmp_path / "soft"), "val_dir": str(tmp_path / "val"),
+              "val_fold": 0, "out_path": str(tmp_path / "student.safetensors"),
+              "student_spec": spec, "inputs": ["features"], "target": "label_index",
+              "regression": False, "epochs": 4, "lr": 1e-2, "batch_size": 32, "alpha": 0.9,
+              "temperature": 2.0, "patience": 3, "seed": 0, "threads": 1, "use_cuda": False}
+    result = distill_fn(params)
+    assert result["best_val_metric"] >= 0.9  # judged on all rows, ~0.5
+    assert result["val_rows"] == 100
+    student = load_weights(build_model(spec), tmp_path / "student.safetensors").eval()
+    with torch.no_grad():
+        pred = student(torch.from_numpy(x[500:][fold == 0])).argmax(-1).numpy()
+    assert result["best_val_metric"] == pytest.approx((pred == y[500:][fold == 0]).mean())

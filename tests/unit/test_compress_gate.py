@@ -43,7 +43,7 @@ def test_falls_back_to_fp32_when_nothing_passes_and_records_why() -> None:
                "fp16": {"error": "build failed: boom"}}
     chosen, why = select_variant(figures, 0.01, "smallest", max_latency_ratio=1.25)
     assert chosen == "fp32"
-    assert why == {"fp32": "reference",
+    assert why == {"fp32": "reference; smallest",
                    "distilled": "rejected: accuracy drop +0.0500 > 0.01",
                    "fp16": "rejected: not measured (build failed: boom)"}
 

@@ -8,8 +8,9 @@
    rank reads the soft-label Parquet, takes its share of the rows and minimises
    ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, label)``
    (regression: ``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, label)``).
-   Rank 0 scores the validation split each epoch, keeps the best student's weights
-   and stops early like training does.
+   Rank 0 scores validation fold ``val_fold`` each epoch (fold 0: the other fold
+   judges the variant in the gate), keeps the best student's weights and stops early
+   like training does.
 
 The student is a from-scratch model of the same family at ``student_hidden_dim``
 width: an ``mlp`` for tabular teachers, and an ``embedding_bag`` over the teacher's
@@ -99,7 +100,7 @@ def distill_fn(params: dict[str, Any]) -> dict[str, Any]:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from sparkforge.compress.finetune import evaluate
+    from sparkforge.compress.finetune import evaluate, fold_rows
     from sparkforge.models import build_model, save_weights
     from sparkforge.train.loader import ShardedLoader, read_split, trim_padding
     from sparkforge.train.loop import finish_rank, setup_rank
@@ -113,7 +114,9 @@ def distill_fn(params: dict[str, Any]) -> dict[str, Any]:
 
     data = read_split(Path(params["soft_labels"]), [*inputs, target, TEACHER_COLUMN])
     loader = ShardedLoader(data, rank, world, int(params["batch_size"]), seed)
-    val = read_split(Path(params["val_dir"]), [*inputs, target]) if rank == 0 else {}
+    val = ({} if rank != 0 else
+           read_split(Path(params["val_dir"]), [*inputs, target]) if params.get("val_fold") is None
+           else fold_rows(Path(params["val_dir"]), [*inputs, target], int(params["val_fold"])))
     model = build_model(params["student_spec"]).to(device)
     ddp: torch.nn.Module = DDP(model) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=float(params["lr"]), weight_decay=0.01)
@@ -169,4 +172,5 @@ def distill_fn(params: dict[str, Any]) -> dict[str, Any]:
             stop = bool(flag.item())
         if stop:
             break
-    return finish_rank({"history": history, "best_val_metric": best}, world)
+    return finish_rank({"history": history, "best_val_metric": best,
+                        "val_rows": len(val[target]) if rank == 0 else None}, world)

@@ -1,9 +1,10 @@
 """A short single-process fine-tune on the driver (after pruning).
 
 Reads the train split with :func:`sparkforge.train.loader.read_split`; every step is
-plain torch. Weights of the best epoch on the validation split (accuracy, or -RMSE for
-regression) are kept, so a fine-tune that makes things worse leaves the model as it
-was after pruning (epoch 0 is that model's own score).
+plain torch. Weights of the best epoch on the rows given as validation (accuracy, or
+-RMSE for regression) are kept, so a fine-tune that makes things worse leaves the model
+as it was after pruning (epoch 0 is that model's own score). The compress stage gives it
+validation fold 0 only (:func:`fold_rows`): fold 1 judges the variant in the gate.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,22 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 50  # steps between progress lines
+
+
+def fold_rows(path: Path, columns: list[str], fold: int) -> dict[str, np.ndarray]:
+    """``columns`` of the rows of split folder ``path`` in validation ``fold``.
+
+    Data preprocessed before the fold column existed has no folds: all its rows.
+    """
+    from sparkforge.data.prepare import FOLD
+    from sparkforge.train.loader import has_column, read_split
+
+    if not has_column(path, FOLD):
+        log.warning("%s has no %r column: every row is used", path, FOLD)
+        return read_split(path, columns)
+    data = read_split(path, [*columns, FOLD])
+    keep = data.pop(FOLD) == fold
+    return {k: v[keep] for k, v in data.items()}
 
 
 def evaluate(model: nn.Module, data: Mapping[str, np.ndarray], inputs: list[str], target: str,

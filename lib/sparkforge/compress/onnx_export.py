@@ -93,7 +93,8 @@ def _probs(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, predicted class): sigmoid for one output, softmax otherwise."""
     logits = logits.astype(np.float64)
     if logits.shape[-1] == 1:
-        p = 1.0 / (1.0 + np.exp(-logits))
+        with np.errstate(over="ignore"):  # regression outputs in the millions: p is 0 or 1
+            p = 1.0 / (1.0 + np.exp(-logits))
         return p, (p[:, 0] > 0.5).astype(np.int64)
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     p = e / e.sum(axis=-1, keepdims=True)
@@ -104,8 +105,11 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path,
                  batch: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Compare torch and ONNX Runtime outputs on ``batch``.
 
-    Returns ``max_abs_logit_diff``, ``max_abs_prob_diff`` (softmax, or sigmoid for a
-    single output) and ``agreement`` (fraction of rows with the same predicted class).
+    Returns ``max_abs_logit_diff``, ``max_rel_logit_diff`` (the same divided by the
+    output scale, ``max(1, max |torch output|)``: float32 keeps about 7 significant digits,
+    so a regression predicting prices in the thousands differs by ~1e-3 in absolute terms
+    for the same relative error), ``max_abs_prob_diff`` (softmax, or sigmoid for a single
+    output) and ``agreement`` (fraction of rows with the same predicted class).
     """
     import onnxruntime as ort
 
@@ -122,6 +126,8 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path,
     p_got, y_got = _probs(got)
     result = {
         "max_abs_logit_diff": float(np.abs(ref - got).max()),
+        "max_rel_logit_diff": float(np.abs(ref - got).max()
+                                    / max(1.0, float(np.abs(ref).max(initial=0.0)))),
         "max_abs_prob_diff": float(np.abs(p_ref - p_got).max()),
         "agreement": float((y_ref == y_got).mean()),
     }

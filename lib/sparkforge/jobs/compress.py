@@ -12,14 +12,21 @@ built from it or from the trained torch model:
 ``pruned_int8``     ``int8_dynamic`` of ``pruned``
 ``distilled``       a small student trained with TorchDistributor on soft labels
 ``distilled_int8``  ``int8_dynamic`` of ``distilled``
+``baseline``        the scikit-learn linear model (``sparkforge.baseline``), built
+                    unless ``evaluate.baseline`` is false
 ==================  =================================================================
 
 Every variant is measured the same way: file size; 1-thread ONNX Runtime latency at
-batch 1 and 1024 (p50); validation-split metrics computed in Spark from Spark scoring;
-parity against the fp32 graph over the whole validation split (max |probability
-difference|, prediction agreement), from the same scores. A variant that cannot be
-built or measured is recorded with its error and rejected, and the stage goes on.
-The gate (``compress/gate.py``) then picks the variant scoring uses.
+batch 1 and 1024 (p50); metrics on the gate rows computed in Spark from Spark scoring;
+parity against the fp32 graph over the gate rows (max |probability difference|,
+prediction agreement), from the same scores (fp32 and the baseline: against the torch
+and the scikit-learn model they were exported from). A variant that cannot be built or
+measured is recorded with its error and rejected, and the stage goes on. The gate
+(``compress/gate.py``) then picks the variant scoring uses.
+
+The gate rows are the validation rows of fold 1 (``data/prepare.py`` ``GATE_FOLD``);
+training, pruning's fine-tune and distillation choose their epochs on fold 0, so no
+variant is judged on the rows that chose it.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sparkforge.artifacts import read_json, sha256_file, update_manifest, write_json_atomic
-from sparkforge.compress.gate import BASELINE, select_variant
+from sparkforge.compress.gate import FP32, LINEAR, select_variant
 from sparkforge.config import Config, ConfigError
 
 if TYPE_CHECKING:
@@ -102,12 +109,22 @@ def _split_df(spark: SparkSession, cfg: Config, split: str) -> DataFrame:
     return spark.read.parquet(str(cfg.out / "preprocessed")).filter(F.col("split") == split)
 
 
+def _rows_df(spark: SparkSession, cfg: Config, split: str, fold: int | None) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    from sparkforge.data.prepare import FOLD
+
+    df = _split_df(spark, cfg, split)
+    return df if fold is None else df.filter(F.col(FOLD) == fold)
+
+
 def score_split(spark: SparkSession, cfg: Config, path: Path, variant: str,
-                split: str) -> DataFrame:
-    """``split`` scored in Spark by the ONNX file ``path`` (not yet computed)."""
+                split: str, fold: int | None = None) -> DataFrame:
+    """``split`` (only its ``fold`` when given) scored in Spark by the ONNX file ``path``
+    (not yet computed)."""
     from sparkforge.infer import score_df
 
-    return score_df(_split_df(spark, cfg, split), model_path=str(path.resolve()),
+    return score_df(_rows_df(spark, cfg, split, fold), model_path=str(path.resolve()),
                     sha256=sha256_file(path), inputs=_inputs(cfg),
                     labels=read_json(cfg.out / "model" / "labels.json"), variant=variant,
                     batch_size=cfg.score.batch_size)
@@ -127,10 +144,37 @@ def split_quality(scored: DataFrame, labels: list[str]) -> dict[str, Any]:
 
 
 def variant_quality(spark: SparkSession, cfg: Config, path: Path, variant: str,
-                    split: str) -> dict[str, Any]:
+                    split: str, fold: int | None = None) -> dict[str, Any]:
     """Score ``split`` in Spark with ``path`` and compute its metrics in Spark."""
     labels = read_json(cfg.out / "model" / "labels.json")
-    return split_quality(score_split(spark, cfg, path, variant, split), labels)
+    return split_quality(score_split(spark, cfg, path, variant, split, fold), labels)
+
+
+def gate_rows(spark: SparkSession, cfg: Config) -> tuple[str, int | None, str]:
+    """(split, fold, description) of the rows the gate judges on: validation fold 1.
+
+    Preprocessed data from before the fold column is judged on the whole validation
+    split (with a warning: training chose its epoch on those rows too); an empty fold
+    falls back to the whole split, an empty split to train (tiny inputs).
+    """
+    from sparkforge.data.prepare import FOLD, GATE_FOLD
+
+    val = _split_df(spark, cfg, "val")
+    if FOLD not in val.columns:
+        log.warning("compress: preprocessed/ has no %r column (written by an older version); "
+                    "the gate judges on the whole validation split, which also chose the "
+                    "training epoch: rerun `sparkforge preprocess` to separate them", FOLD)
+        return "val", None, "val split (no fold column)"
+    counts = {r[FOLD]: r["count"] for r in val.groupBy(FOLD).count().collect()}
+    if counts.get(GATE_FOLD, 0):
+        return "val", GATE_FOLD, f"val fold {GATE_FOLD} ({counts[GATE_FOLD]} rows)"
+    if sum(counts.values()):
+        log.warning("compress: validation fold %d is empty; the gate judges on the whole "
+                    "validation split", GATE_FOLD)
+        return "val", None, f"val split ({sum(counts.values())} rows; fold {GATE_FOLD} empty)"
+    n = _split_df(spark, cfg, "train").count()
+    log.warning("compress: the validation split is empty; the gate judges on train rows")
+    return "train", None, f"train split ({n} rows; val empty)"
 
 
 def split_parity(scored: DataFrame, reference: DataFrame, regression: bool) -> dict[str, Any]:
@@ -188,13 +232,16 @@ class _Builder:
     """Builds variants on demand, each at most once (``pruned_int8`` reuses ``pruned``)."""
 
     def __init__(self, spark: SparkSession, cfg: Config, model: Any, spec: dict[str, Any],
-                 fp32: Path, example: dict[str, np.ndarray]) -> None:
+                 fp32: Path, example: dict[str, np.ndarray],
+                 parity_sample: dict[str, np.ndarray] | None = None) -> None:
         self.spark, self.cfg, self.model, self.spec = spark, cfg, model, spec
         self.fp32, self.example = fp32, example
+        self.parity_sample = parity_sample if parity_sample is not None else example
         self.cdir = cfg.out / "compressed"
         self.info: dict[str, dict[str, Any]] = {}
         self._built: dict[str, Path] = {}
         self._calibration: dict[str, np.ndarray] | None = None
+        self.baseline_parity: dict[str, Any] = {}
 
     def calibration(self) -> dict[str, np.ndarray]:
         if self._calibration is None:
@@ -215,7 +262,7 @@ class _Builder:
 
     def _parameters(self, source: str) -> int | None:
         """Parameter count of the torch model a converted variant comes from."""
-        if source == BASELINE:
+        if source == FP32:
             from sparkforge.compress.prune import count_parameters
 
             return count_parameters(self.model)
@@ -238,20 +285,21 @@ class _Builder:
         quantize_int8_static(self.fp32, dst, sample, method=self.cfg.compress.calibration_method)
         return {"calibration_rows": len(next(iter(sample.values()))),
                 "calibration_method": self.cfg.compress.calibration_method,
-                "source": BASELINE, "parameters": self._parameters(BASELINE)}
+                "source": FP32, "parameters": self._parameters(FP32)}
 
     def _build_fp16(self, dst: Path) -> dict[str, Any]:
         from sparkforge.compress.quantize import convert_fp16
 
         convert_fp16(self.fp32, dst)
-        return {"source": BASELINE, "parameters": self._parameters(BASELINE)}
+        return {"source": FP32, "parameters": self._parameters(FP32)}
 
     def _build_pruned(self, dst: Path) -> dict[str, Any]:
         import copy
 
-        from sparkforge.compress.finetune import finetune
+        from sparkforge.compress.finetune import finetune, fold_rows
         from sparkforge.compress.onnx_export import export_onnx
         from sparkforge.compress.prune import prune_model
+        from sparkforge.data.prepare import SELECT_FOLD
         from sparkforge.train.loader import read_split
 
         cfg, c = self.cfg, self.cfg.compress
@@ -267,7 +315,9 @@ class _Builder:
         if c.finetune_epochs > 0:
             pre, cols = cfg.out / "preprocessed", [*_inputs(cfg), _target(cfg)]
             train = read_split(pre / "split=train", cols)
-            val = read_split(pre / "split=val", cols)
+            # Fold 0 chooses the fine-tune's epoch; fold 1 is the gate's.
+            val = fold_rows(pre / "split=val", cols, SELECT_FOLD)
+            info["finetune_val_rows"] = len(val[_target(cfg)])
             info["finetune"] = finetune(
                 model, train, val, inputs=_inputs(cfg), target=_target(cfg),
                 regression=cfg.is_regression, epochs=c.finetune_epochs,
@@ -304,6 +354,7 @@ class _Builder:
         )
         from sparkforge.compress.onnx_export import export_onnx
         from sparkforge.compress.prune import count_parameters
+        from sparkforge.data.prepare import SELECT_FOLD
         from sparkforge.jobs.train import _use_gpu, check_resources
         from sparkforge.models import build_model, load_weights
 
@@ -329,6 +380,7 @@ class _Builder:
         params = {
             "soft_labels": str(soft.resolve()),
             "val_dir": str((cfg.out / "preprocessed" / "split=val").resolve()),
+            "val_fold": SELECT_FOLD,
             "out_path": str(weights.resolve()), "student_spec": sspec,
             "inputs": _inputs(cfg), "target": _target(cfg), "regression": cfg.is_regression,
             "epochs": c.distill_epochs, "lr": c.distill_lr, "batch_size": t.batch_size,
@@ -345,40 +397,73 @@ class _Builder:
         student = load_weights(build_model(sspec), weights).eval()
         export_onnx(student, sspec, dst, self.example)
         write_json_atomic(work / "student.json", sspec)
+        res = result if isinstance(result, dict) else {}
         return {"student_spec": sspec, "parameters": count_parameters(student),
                 "parameters_teacher": count_parameters(self.model), "soft_labels_s": soft_s,
-                "history": result.get("history") if isinstance(result, dict) else None}
+                "history": res.get("history"), "val_rows": res.get("val_rows")}
 
     def _build_distilled_int8(self, dst: Path) -> dict[str, Any]:
         return self._int8_of(self.build("distilled"), dst)
 
+    def _build_baseline(self, dst: Path) -> dict[str, Any]:
+        """The scikit-learn linear model on a bounded train sample, exported and checked
+        against scikit-learn's own predictions on the parity rows."""
+        from sparkforge import baseline
 
-def _measure(spark: SparkSession, cfg: Config, name: str, path: Path, split: str,
+        cfg = self.cfg
+        labels = read_json(cfg.out / "model" / "labels.json")
+        train = sample_split(self.spark, cfg, "train", cfg.evaluate.baseline_max_rows,
+                             [*_inputs(cfg), _target(cfg)])
+        fitted = baseline.fit_baseline(train, text=cfg.is_text, regression=cfg.is_regression,
+                                       num_classes=len(labels), target=_target(cfg))
+        meta = baseline.export_baseline(fitted, dst)
+        self.baseline_parity = baseline.check_parity(fitted, dst, self.parity_sample)
+        return {**fitted.info, "opset": meta["opset"]}
+
+
+def _measure(spark: SparkSession, cfg: Config, name: str, path: Path, rows: tuple[str, int | None],
              ref_scored: DataFrame, sample: dict[str, np.ndarray],
-             export_parity: dict[str, Any]) -> dict[str, Any]:
-    """One variant's figures: size, latency, ``split`` metrics and parity (in Spark)."""
+             own_parity: dict[str, Any] | None) -> dict[str, Any]:
+    """One variant's figures: size, latency, metrics on the gate ``rows`` (split, fold)
+    and parity (in Spark; ``own_parity``: against the model it was exported from)."""
     t0 = time.time()
+    split, fold = rows
     labels = read_json(cfg.out / "model" / "labels.json")
-    if name == BASELINE:
-        q, par = split_quality(ref_scored, labels), export_parity
+    if name == FP32:
+        q = split_quality(ref_scored, labels)
     else:
-        scored = score_split(spark, cfg, path, name, split).persist()
+        scored = score_split(spark, cfg, path, name, split, fold).persist()
         try:
             q = split_quality(scored, labels)
-            par = split_parity(scored, ref_scored, cfg.is_regression)
+            if own_parity is None:
+                own_parity = split_parity(scored, ref_scored, cfg.is_regression)
+                own_parity["reference"] = (f"fp32 onnx, gate rows "
+                                            f"({own_parity.pop('rows')} rows)")
         finally:
             scored.unpersist()
-        par["reference"] = f"fp32 onnx, {split} split ({par.pop('rows')} rows)"
+    assert own_parity is not None
     return {
         "file_bytes": path.stat().st_size, "sha256": sha256_file(path),
         "latency_ms_b1": _latency_ms(path, sample, 1, 30),
         "latency_ms_b1024": _latency_ms(path, sample, 1024, 3, budget_s=2.0),
-        **{f"parity_{k}": v for k, v in par.items()},
+        **{f"parity_{k}": v for k, v in own_parity.items()},
         **{f"{split}_{k}": v for k, v in q.items()
            if k in ("accuracy", "f1_macro", "log_loss", "rmse", "r2")},
-        "gate_metric": q["gate_metric"],
+        "gate_metric": q["gate_metric"], "gate_rows": q["n_rows"],
         "measure_s": round(time.time() - t0, 2),
     }
+
+
+def what_to_try(cfg: Config) -> str:
+    """The settings worth changing when the neural model loses to the linear baseline."""
+    t = cfg.train
+    tips = [f"more train.epochs (now {t.epochs})", f"another train.lr (now {t.lr})"]
+    if cfg.is_text:
+        tips.append(f"train.model=minilm (now {cfg.model_name})" if cfg.model_name != "minilm"
+                    else f"tokenizer.max_length above {cfg.tokenizer.max_length}")
+    else:
+        tips.append(f"a wider train.hidden_dim (now {t.hidden_dim})")
+    return ", ".join(tips)
 
 
 def _error(e: BaseException) -> str:
@@ -396,57 +481,67 @@ def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     model, spec = load_trained(cfg)
     val = read_split(out / "preprocessed" / "split=val", _inputs(cfg))
     n_val = len(next(iter(val.values())))
-    split = "val" if n_val else "train"
+    parity_split = "val" if n_val else "train"
     if n_val == 0:  # tiny inputs may leave val empty; parity then uses train rows
         val = read_split(out / "preprocessed" / "split=train", _inputs(cfg))
     # Padding trimmed to the sample's longest row, as scoring trims each batch.
     sample = trim_padding({k: v[: cfg.compress.parity_rows] for k, v in val.items()})
     example = {k: v[:4] for k, v in sample.items()}
+    n_sample = len(sample[_inputs(cfg)[0]])
 
-    paths = {BASELINE: cdir / BASELINE / "model.onnx"}
-    export_meta = export_onnx(model, spec, paths[BASELINE], example)
+    paths = {FP32: cdir / FP32 / "model.onnx"}
+    export_meta = export_onnx(model, spec, paths[FP32], example)
     # Export parity: the fp32 graph against the torch model on sample rows.
-    parity = check_parity(model, paths[BASELINE], sample)
-    what = "max_abs_logit_diff" if cfg.is_regression else "max_abs_prob_diff"
+    parity = check_parity(model, paths[FP32], sample)
+    # Regression outputs are in the target's units: judge them relative to their scale.
+    what = "max_rel_logit_diff" if cfg.is_regression else "max_abs_prob_diff"
     if parity[what] > cfg.compress.parity_atol:
         raise RuntimeError(
             f"ONNX export parity failed: {what} = {parity[what]:.2e} > "
             f"compress.parity_atol={cfg.compress.parity_atol}; the exported graph "
             "computes something else than the torch model")
 
-    builder = _Builder(spark, cfg, model, spec, paths[BASELINE], example)
+    builder = _Builder(spark, cfg, model, spec, paths[FP32], example, sample)
     figures: dict[str, dict[str, Any]] = {}
-    for v in cfg.compress.variants:
+    order = [FP32, *cfg.compress.variants, *([LINEAR] if cfg.evaluate.baseline else [])]
+    for v in order[1:]:
         try:
             paths[v] = builder.build(v)
         except Exception as e:
             log.exception("compress: building variant %s failed; it is rejected", v)
             figures[v] = {"error": f"build failed: {_error(e)}"}
 
-    ref_scored = score_split(spark, cfg, paths[BASELINE], BASELINE, split).persist()
+    split, fold, gate_desc = gate_rows(spark, cfg)
+    ref_scored = score_split(spark, cfg, paths[FP32], FP32, split, fold).persist()
     export_parity: dict[str, Any] = (
         {"max_abs_pred_diff": parity["max_abs_logit_diff"]} if cfg.is_regression
         else dict(parity))
-    export_parity["reference"] = f"torch model, {len(sample[_inputs(cfg)[0]])} {split} rows"
+    export_parity["reference"] = f"torch model, {n_sample} {parity_split} rows"
+    own: dict[str, dict[str, Any] | None] = {FP32: export_parity}
+    if builder.baseline_parity:
+        par = dict(builder.baseline_parity)
+        par["reference"] = f"scikit-learn model, {par.pop('rows')} {parity_split} rows"
+        own[LINEAR] = par
     try:
         for name, path in list(paths.items()):
             try:
-                figures[name] = {**_measure(spark, cfg, name, path, split, ref_scored, sample,
-                                            export_parity), **builder.info.get(name, {})}
+                figures[name] = {**_measure(spark, cfg, name, path, (split, fold), ref_scored,
+                                            sample, own.get(name)),
+                                 **builder.info.get(name, {})}
             except Exception as e:
-                if name == BASELINE:
+                if name == FP32:
                     raise
                 log.exception("compress: measuring variant %s failed; it is rejected", name)
                 figures[name] = {"error": f"measurement failed: {_error(e)}",
                                  "file_bytes": path.stat().st_size}
     finally:
         ref_scored.unpersist()
-    figures[BASELINE]["parameters"] = count_parameters(model)
-    # Keep fp32 first and the configured order after it.
-    figures = {n: figures[n] for n in [BASELINE, *cfg.compress.variants] if n in figures}
+    figures[FP32]["parameters"] = count_parameters(model)
+    # fp32 first, the configured order after it, the baseline last.
+    figures = {n: figures[n] for n in order if n in figures}
     chosen, reasons = select_variant(figures, cfg.compress.max_accuracy_drop,
                                      cfg.compress.select, cfg.compress.max_latency_ratio)
-    ref = figures[BASELINE]
+    ref = figures[FP32]
     for name, f in figures.items():
         if "error" not in f:
             f["size_ratio"] = f["file_bytes"] / ref["file_bytes"]
@@ -454,17 +549,33 @@ def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
             f["latency_ratio_b1024"] = f["latency_ms_b1024"] / ref["latency_ms_b1024"]
             f["gate_metric_drop"] = ref["gate_metric"] - f["gate_metric"]
         f["decision"] = reasons[name]
+    _warn_if_linear_wins(cfg, figures, chosen)
     measured = {n: p for n, p in paths.items() if "error" not in figures[n]}
     selection = {"selected": chosen, "max_accuracy_drop": cfg.compress.max_accuracy_drop,
                  "select": cfg.compress.select,
                  "max_latency_ratio": cfg.compress.max_latency_ratio,
-                 "opset": export_meta.get("opset"), "gate_split": split,
-                 "variants": figures,
+                 "opset": export_meta.get("opset"), "gate_split": split, "gate_fold": fold,
+                 "gate_rows": gate_desc, "variants": figures,
                  "paths": {n: str(p.relative_to(out)) for n, p in measured.items()}}
     write_json_atomic(cdir / "selection.json", selection)
     update_manifest(out, "compress", selection, list(measured.values()))
     print(format_table(figures, chosen), flush=True)
     return selection
+
+
+def _warn_if_linear_wins(cfg: Config, figures: dict[str, dict[str, Any]], chosen: str) -> None:
+    """One log line when the neural model loses to the linear baseline on the gate rows."""
+    base, fp32 = figures.get(LINEAR, {}), figures[FP32]
+    if "error" in base or "gate_metric" not in base or "gate_metric" not in fp32:
+        return
+    b, f, c = base["gate_metric"], fp32["gate_metric"], figures[chosen]["gate_metric"]
+    if not (f < b or c < b):  # NaN compares False: nothing to say
+        return
+    neural = chosen if chosen != LINEAR else FP32
+    log.warning("compress: the neural model %s scores %.4f on validation, below the linear "
+                "baseline %s's %.4f (%s is published); try %s", neural,
+                figures[neural]["gate_metric"], base.get("model", LINEAR), b, chosen,
+                what_to_try(cfg))
 
 
 def _num(v: float) -> str:

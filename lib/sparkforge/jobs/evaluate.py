@@ -53,10 +53,11 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     if cfg.evaluate.slice_by and not cfg.is_regression:
         sel_rows = scores.filter(F.col("model_variant") == selection["selected"])
         metrics["slices"] = slice_metrics(sel_rows, labels, cfg.evaluate.slice_by)
-    if cfg.evaluate.baseline:
-        from sparkforge.baseline import run_baseline
-
-        metrics["baseline"] = run_baseline(spark, cfg)
+    if "baseline" in variants:
+        # The linear baseline is a variant (built by compress, scored like the others):
+        # these are its test metrics under its model's name.
+        model = selection.get("variants", {}).get("baseline", {}).get("model", "linear")
+        metrics["baseline"] = {"model": model, **variants["baseline"]}
     write_json_atomic(out / "metrics.json", metrics)
     manifest = update_manifest(out, "evaluate", {"metrics": "metrics.json", "run_date": run_date,
                                                  "selected": selection["selected"]})
@@ -69,10 +70,9 @@ def summary_table(metrics: dict[str, Any], regression: bool) -> str:
     """The table `make demo` prints: each variant's test figures beside the baseline."""
     keys = ["rmse", "mae", "r2"] if regression else ["accuracy", "f1_macro", "log_loss", "roc_auc"]
     lines = [f"{'model (test split)':<28}{'n_rows':>8}" + "".join(f"{k:>11}" for k in keys)]
-    rows = [(f"{v}{' (selected)' if v == metrics['selected'] else ''}", m)
+    names = {"baseline": f"baseline {metrics.get('baseline', {}).get('model', '')}".strip()}
+    rows = [(f"{names.get(v, v)}{' (selected)' if v == metrics['selected'] else ''}", m)
             for v, m in metrics["variants"].items()]
-    if "baseline" in metrics:
-        rows.append((f"baseline {metrics['baseline']['model']}", metrics["baseline"]))
     for name, m in rows:
         cells = "".join(f"{m[k]:>11.4f}" if isinstance(m.get(k), (int, float)) else f"{'-':>11}"
                         for k in keys)
