@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-        check_inputs(cfg)
+        check_inputs(cfg, args.stage)
     except ConfigError as e:
         print(f"sparkforge: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG

@@ -49,9 +49,9 @@ class DataConfig:
     schema: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.input:
-            _fail("data.input", self.input, "set it to a file, folder or glob, "
-                  "e.g. --set data.input=data/reviews.csv")
+        # data.input is required by preprocess only (checked before it runs, in
+        # data/preflight.py); score and evaluate take the training's data settings from
+        # the run directory when it is empty.
         if not self.label_column:
             _fail("data.label_column", self.label_column, "name the column holding the label")
 
@@ -252,6 +252,9 @@ class ScoreConfig:
     quarantine_unseen_categories: bool = True
     # Population stability index above which drift is warned about.
     drift_threshold: float = 0.2
+    # A catalog table (e.g. db.scores) that dated runs also write, partitioned by
+    # run_date; rerunning a date replaces that date's partition. Empty: files only.
+    output_table: str = ""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -303,7 +306,7 @@ class OutputConfig:
 @dataclass(frozen=True)
 class Config:
     task: TaskName = "text_classification"
-    data: DataConfig = field(default_factory=lambda: DataConfig(input="?"))
+    data: DataConfig = field(default_factory=DataConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -484,7 +487,4 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(tree, parts, value)
-    if "data" not in tree:
-        _fail("data.input", None, "the config has no data section; set data.input and "
-              "data.label_column")
     return typing.cast(Config, _build(Config, tree))

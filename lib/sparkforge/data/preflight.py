@@ -61,9 +61,27 @@ def _columns(cfg: Config, first: Path) -> list[str] | None:
     return None
 
 
-def check_inputs(cfg: Config) -> None:
-    """Raise ConfigError when ``data.input`` matches nothing or a named column is absent."""
+def check_inputs(cfg: Config, stage: str = "preprocess") -> None:
+    """Raise ConfigError when ``data.input`` matches nothing or a named column is absent.
+
+    ``score`` needs only its input (``score.input``, else ``data.input``) and the run
+    directory; ``evaluate`` reads the run directory only."""
     d = cfg.data
+    if stage == "evaluate":
+        return
+    if stage == "score" and (cfg.score.input or not d.input):
+        if not cfg.score.input:
+            raise ConfigError("score.input='': set the table to score, e.g. --set "
+                              "score.input=data/new_customers.csv (or set data.input)")
+        if not cfg.score.input.startswith(_REMOTE_PREFIXES) and not input_files(
+                cfg.score.input):
+            raise ConfigError(f"score.input={cfg.score.input!r}: no file matches this path "
+                              "or glob; check the path (relative paths are relative to the "
+                              "working directory)")
+        return
+    if not d.input:
+        raise ConfigError(f"data.input='': {stage} needs it; set it to a file, folder or glob, "
+                          "e.g. --set data.input=data/reviews.csv")
     if d.input.startswith(_REMOTE_PREFIXES):
         log.info("data.input %s is remote; existence and columns are checked by Spark", d.input)
         return
