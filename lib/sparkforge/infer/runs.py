@@ -139,11 +139,16 @@ def read_selection(out: Path) -> dict[str, Any]:
         selection: dict[str, Any] = read_verified_json(out, path)
         return selection
     selection = read_json(path)
-    if selection != manifest.get("compress"):
+    # Compared as canonical JSON: NaN figures (a failed measurement) equal themselves there.
+    if _canonical(selection) != _canonical(manifest.get("compress")):
         raise ArtifactError(f"{path} differs from the compress section of {out / MANIFEST}: "
                             "the file changed after compress wrote it; restore it or rerun "
                             "`sparkforge compress`")
     return selection
+
+
+def _canonical(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, default=str)
 
 
 def verified_variants(out: Path, selection: dict[str, Any]) -> dict[str, str]:
