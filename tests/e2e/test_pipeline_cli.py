@@ -38,7 +38,7 @@ def check_run(out: Path, min_accuracy: float) -> dict:  # type: ignore[type-arg]
     assert metrics["selected"] in metrics["variants"]
     for v in metrics["variants"]:  # the gate's decision and figures travel with the metrics
         assert metrics["compression"]["variants"][v]["decision"]
-    part = out / "scores" / f"run_date={metrics['run_date']}"
+    part = out / metrics["scores"]  # the pipeline's own scoring run: eval_scores/
     assert (part / "_SUCCESS").exists()
     scores = pd.read_parquet(part)
     assert list(scores.columns) == ["id", "label", "prediction", "probability", "split",
@@ -148,7 +148,7 @@ def test_regression_pipeline(tmp_path: Path) -> None:
             "--set", "data.label_column=y", "--set", f"output.dir={out}",
             "--set", "train.epochs=15", "--set", "train.batch_size=64")
     metrics = json.loads((out / "metrics.json").read_text())
-    scores = pd.read_parquet(out / "scores" / f"run_date={metrics['run_date']}")
+    scores = pd.read_parquet(out / metrics["scores"])
     for variant, m in metrics["variants"].items():
         test = scores[(scores["model_variant"] == variant) & (scores["split"] == "test")]
         assert m["rmse"] == pytest.approx(skm.root_mean_squared_error(

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sparkforge.artifacts import update_manifest
 from sparkforge.config import load_config
 from sparkforge.jobs.preprocess import run_preprocess
 from sparkforge.jobs.score import run_score
@@ -37,6 +38,9 @@ def test_embed_mode_matches_the_torch_encoder(spark, tmp_path: Path) -> None:
     (out / "model" / "model.json").write_text(json.dumps(
         {"name": "minilm", "num_outputs": 2, "pretrained": False, "dropout": 0.1,
          "freeze_encoder": False}))
+    # recorded as the train stage records them: scoring checks them before loading
+    update_manifest(out, "train", {}, [out / "model" / "model.safetensors",
+                                       out / "model" / "model.json"])
 
     lines = ["A man is playing a guitar.", "Someone plays the guitar.", "",
              "The stock market fell sharply today."]

@@ -1,47 +1,88 @@
-"""Scheduled scoring: idempotent reruns, atomic publish, incremental mode, one ONNX
-session per worker, quarantine of unseen categories, drift."""
+"""Scheduled scoring on one small trained demo_tabular run (a sample of real UCI Adult):
+the README's nightly commands as written, artifacts checked against the manifest, rows
+in counted from the input, one run per date, the pipeline's evaluation scores kept apart,
+idempotent reruns, incremental mode, quarantine, drift, one ONNX session per worker."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import datetime as dt
 import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from sparkforge.artifacts import ArtifactError, read_json
 from sparkforge.config import Config, load_config
+from sparkforge.datasets import write_adult, write_new_customers
+from sparkforge.faults import ENV as FAULTS_ENV
+from sparkforge.faults import InjectedFault
+from sparkforge.infer.runs import RunLockedError, run_lock, score_target
+from sparkforge.jobs import STAGES, stage_fn
 from sparkforge.jobs import score as score_job
-from sparkforge.jobs import stage_fn
+from sparkforge.jobs.evaluate import run_evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
+LABEL = "income"
 
 
-def _table(n: int, seed: int, colors: tuple[str, ...] = ("red", "green", "blue"),
-           shift: float = 0.0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n) + shift, rng.normal(size=n)
-    color = rng.choice(list(colors), size=n)
-    y = np.where(2 * x1 - x2 + np.where(color == "red", 1.0, -0.5) > 0, "yes", "no")
-    return pd.DataFrame({"cust": [f"c{seed}-{i}" for i in range(n)], "x1": x1.round(5),
-                         "x2": x2.round(5), "color": color, "y": y})
+@dataclasses.dataclass(frozen=True)
+class Demo:
+    root: Path           # a working directory laid out like the repository: conf/, data/
+    cfg: Config          # the training config (output.dir = root/runs/demo_tabular)
+    pool: pd.DataFrame   # Adult rows the model was not trained on
 
 
 @pytest.fixture(scope="module")
-def trained(spark, tmp_path_factory: pytest.TempPathFactory) -> Config:
-    d = tmp_path_factory.mktemp("score")
-    _table(1500, 1).to_csv(d / "train.csv", index=False)
-    cfg = load_config(ROOT / "conf" / "tabular_classification.yaml", [
-        f"data.input={d / 'train.csv'}", "data.label_column=y", "data.id_column=cust",
-        f"output.dir={d / 'run'}", "train.epochs=3", "train.num_processes=1",
-        "run.date=2026-01-01"])
-    for stage in ("preprocess", "train", "compress"):
-        stage_fn(stage)(spark, cfg)
-    return cfg
+def trained(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """conf/demo_tabular.yaml trained once on 2000 Adult rows (2 epochs, int8_dynamic)."""
+    from sparkforge.jobs import compress as compress_job
+
+    root = tmp_path_factory.mktemp("demo")
+    shutil.copytree(ROOT / "conf", root / "conf")
+    src = root / "src"
+    write_adult(src / "adult.csv")
+    adult = pd.read_csv(src / "adult.csv", dtype=str, keep_default_na=False)
+    order = np.random.default_rng(42).permutation(len(adult))
+    adult.iloc[order[:2000]].to_csv(src / "train.csv", index=False)
+    write_new_customers(root / "data" / "new_customers.csv")
+    cfg = load_config(root / "conf" / "demo_tabular.yaml", [
+        f"data.input={src / 'train.csv'}", f"output.dir={root / 'runs' / 'demo_tabular'}",
+        "train.epochs=2", "train.num_processes=1", "compress.variants=[int8_dynamic]",
+        "evaluate.baseline=false"])
+    # Short latency loops: compress's timings play no part here.
+    real_latency = compress_job._latency_ms
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compress_job, "_latency_ms", lambda path, feeds, batch, repeats, **_:
+                   real_latency(path, feeds, min(batch, 64), 1, budget_s=0.0))
+        for stage in STAGES[:3]:
+            stage_fn(stage)(spark, cfg)
+    # Rows whose categories the train split has seen: scored unless a test breaks them.
+    pool = adult.iloc[order[2000:]]
+    cats = read_json(cfg.out / "model" / "preprocessor.json")["categorical"]
+    known = np.logical_and.reduce([pool[c].isin(v) for c, v in cats.items()])
+    return Demo(root, cfg, pool[known].reset_index(drop=True))
 
 
-def _with(cfg: Config, **kw: object) -> Config:
+@pytest.fixture(scope="module")
+def demo(spark: Any, trained: Demo) -> Demo:
+    """The trained run after the pipeline's own score and evaluate (eval_scores/)."""
+    for stage in STAGES[3:]:
+        stage_fn(stage)(spark, trained.cfg)
+    return trained
+
+
+def _with(cfg: Config, **kw: Any) -> Config:
     score = dataclasses.replace(cfg.score, **{k[6:]: v for k, v in kw.items()
                                               if k.startswith("score_")})
     run = dataclasses.replace(cfg.run, **{k[4:]: v for k, v in kw.items()
@@ -49,129 +90,431 @@ def _with(cfg: Config, **kw: object) -> Config:
     return dataclasses.replace(cfg, score=score, run=run)
 
 
+def _csv_rows(path: Path) -> int:
+    """Data rows of a CSV file, counted with the csv module (header and blank lines out)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return sum(1 for row in csv.reader(fh) if row) - 1
+
+
 def _published(cfg: Config, date: str) -> pd.DataFrame:
     return pd.read_parquet(cfg.out / "scores" / f"run_date={date}")
 
 
-def test_rerun_of_a_date_replaces_it_without_duplicates(spark, trained: Config) -> None:
-    cfg = _with(trained, run_date="2026-02-01")
+def _input(demo: Demo, path: Path, n: int, start: int = 0, labeled: bool = True) -> Path:
+    t = demo.pool.iloc[start:start + n]
+    (t if labeled else t.drop(columns=[LABEL])).to_csv(path, index=False)
+    return path
+
+
+def _cli(spark: Any, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """``sparkforge ARGS`` in this process, on the test session (which it must not stop)."""
+    import sparkforge.spark.session as session
+    from sparkforge import cli
+
+    monkeypatch.setattr(session, "get_session", lambda *_a, **_k: spark)
+    monkeypatch.setattr(spark, "stop", lambda: None)
+    return cli.main(list(args))
+
+
+def test_demo_data_writes_the_unlabeled_table_the_readme_scores(tmp_path: Path) -> None:
+    n = write_new_customers(tmp_path / "new_customers.csv")
+    with open(tmp_path / "new_customers.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert LABEL not in header
+    assert "age" in header
+    assert n == _csv_rows(tmp_path / "new_customers.csv") > 10_000
+
+
+def test_training_recorded_the_data_settings_scoring_reuses(trained: Demo) -> None:
+    recorded = read_json(trained.cfg.out / "manifest.json")["artifacts"]
+    assert "model/config.json" in recorded
+    assert read_json(trained.cfg.out / "model" / "config.json")["data"]["label_column"] == LABEL
+
+
+def test_every_loaded_artifact_is_recorded_by_its_stage(demo: Demo) -> None:
+    out = demo.cfg.out
+    recorded = read_json(out / "manifest.json")["artifacts"]
+    selection = read_json(out / "compressed" / "selection.json")
+    needed = ["model/labels.json", "model/preprocessor.json", "model/reference.json",
+              "model/config.json", "model/model.safetensors", "model/model.json",
+              f"model/score_reference-{selection['selected']}.json",
+              "eval_scores/_run_manifest.json", *selection["paths"].values()]
+    assert [r for r in needed if r not in recorded] == []
+
+
+# ---------------------------------------------------------------------------
+# The README's nightly example, as written
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Scheduled scoring", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README's Scheduled scoring section has no bash block"
+    return [c.strip() for c in block.group(1).replace("\\\n", " ").splitlines() if c.strip()]
+
+
+def test_readme_scheduled_scoring_runs_as_written(demo: Demo) -> None:
+    """New unlabeled data, a date, then evaluate: each command exits 0, only the run
+    directory and the new table are needed (the training CSV is not in data/), the
+    counts add up to the rows of the file, and the pipeline's metrics stay as they were."""
+    commands = _readme_commands()
+    assert [c.split()[:2] for c in commands] == [["sparkforge", "score"],
+                                                 ["sparkforge", "evaluate"]]
+    out = demo.cfg.out
+    pipeline_metrics = (out / "metrics.json").read_bytes()
+    eval_scores = sorted(p.name for p in (out / "eval_scores").iterdir())
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARKFORGE_LOG_LEVEL": "WARNING",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    assert not (demo.root / "data" / "adult.csv").exists()
+    for command in commands:
+        proc = subprocess.run(shlex.split(command), cwd=demo.root, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        assert "Traceback" not in proc.stderr
+    date = re.search(r"run\.date=(\S+)", commands[0]).group(1)  # type: ignore[union-attr]
+    n_file = _csv_rows(demo.root / "data" / "new_customers.csv")
+    run = read_json(out / "scores" / f"run_date={date}" / "_run_manifest.json")
+    assert run["rows_in"] == n_file == run["rows_scored"] + run["rows_quarantined"]
+    scores = _published(demo.cfg, date)
+    selected = scores[scores["model_variant"] == run["model_variant"]]
+    assert len(selected) == run["rows_scored"]
+    assert selected["id"].is_unique
+    assert scores["label"].isna().all()
+    metrics = read_json(out / "evaluations" / f"run_date={date}" / "metrics.json")
+    assert metrics["variants"] == {}
+    assert metrics["rows_labeled"] == 0
+    assert metrics["run"]["rows_in"] == n_file
+    assert set(metrics["drift"]["psi"]) >= {"age", "workclass", "score"}
+    assert sum(metrics["prediction_distribution"].values()) == run["rows_scored"]
+    assert (out / "evaluations" / f"run_date={date}" / "report.html").exists()
+    # the pipeline's evaluation is untouched by the nightly run
+    assert (out / "metrics.json").read_bytes() == pipeline_metrics
+    assert sorted(p.name for p in (out / "eval_scores").iterdir()) == eval_scores
+
+
+def test_todays_nightly_run_leaves_the_pipelines_evaluation_alone(spark: Any, demo: Demo,
+                                                                 tmp_path: Path) -> None:
+    """The pipeline scores into eval_scores/; a dated run for today (the day the pipeline
+    ran) goes to scores/run_date=today/, and evaluate without a date still reads the
+    pipeline's scores."""
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    before = read_json(demo.cfg.out / "metrics.json")
+    inp = _input(demo, tmp_path / "today.csv", 150, labeled=False)
+    score_job.run_score(spark, _with(demo.cfg, score_input=str(inp), run_date=today))
+    assert len(_published(demo.cfg, today)) >= 150
+    after = run_evaluate(spark, demo.cfg)
+    assert after["scores"] == "eval_scores"
+    assert after["variants"].keys() == before["variants"].keys()
+    for v, m in after["variants"].items():
+        assert m["n_rows"] == before["variants"][v]["n_rows"]
+        assert m["accuracy"] == pytest.approx(before["variants"][v]["accuracy"], abs=1e-12)
+
+
+def test_score_needs_only_the_run_directory_and_the_new_table(spark: Any, demo: Demo,
+                                                              tmp_path: Path) -> None:
+    """A generic config without data.input (and with the wrong label column) scores with
+    the training's data settings, recorded in model/config.json."""
+    from sparkforge.data.preflight import check_inputs
+
+    inp = _input(demo, tmp_path / "new.csv", 120, start=200)
+    cfg = load_config(ROOT / "conf" / "tabular_classification.yaml", [
+        f"output.dir={demo.cfg.out}", f"score.input={inp}", "run.date=2026-06-01"])
+    assert cfg.data.input == ""
+    assert cfg.data.label_column == "label"
+    check_inputs(cfg, "score")
+    r = score_job.run_score(spark, cfg)
+    assert r["rows_in"] == 120 == r["rows_scored"] + r["rows_quarantined"]
+    scores = _published(cfg, "2026-06-01")
+    assert scores["label"].notna().all()          # read from `income`, the training's label
+    m = run_evaluate(spark, cfg)
+    assert m["variants"][r["model_variant"]]["n_rows"] == m["rows_labeled"] > 0
+
+
+# ---------------------------------------------------------------------------
+# Artifacts checked against the manifest
+
+
+def _swap_labels(p: Path) -> None:
+    p.write_text(json.dumps(json.loads(p.read_text())[::-1]))
+
+
+def _edit_json(p: Path) -> None:
+    doc = json.loads(p.read_text())
+    doc["_edited"] = True
+    p.write_text(json.dumps(doc))
+
+
+def _append_byte(p: Path) -> None:
+    with open(p, "ab") as fh:
+        fh.write(b"\0")
+
+
+TAMPER = {
+    "model/labels.json": _swap_labels,
+    "model/preprocessor.json": _edit_json,
+    "model/reference.json": _edit_json,
+    "model/config.json": _edit_json,
+    "compressed/fp32/model.onnx": _append_byte,
+    "compressed/int8_dynamic/model.onnx": _append_byte,
+    "compressed/selection.json": _edit_json,
+    "model/score_reference-{selected}.json": _edit_json,
+}
+
+
+@pytest.mark.parametrize("rel", list(TAMPER))
+def test_a_changed_artifact_is_refused(spark: Any, demo: Demo, tmp_path: Path,
+                                       rel: str) -> None:
+    out = demo.cfg.out
+    selected = read_json(out / "compressed" / "selection.json")["selected"]
+    path = out / rel.format(selected=selected)
+    original = path.read_bytes()
+    inp = _input(demo, tmp_path / "in.csv", 60, labeled=False)
+    cfg = _with(demo.cfg, score_input=str(inp), run_date="2026-07-01")
+    TAMPER[rel](path)
+    try:
+        with pytest.raises(ArtifactError) as e:
+            score_job.run_score(spark, cfg)
+    finally:
+        path.write_bytes(original)
+    assert path.name in str(e.value)
+    assert re.search(r"rerun|restore", str(e.value))
+    assert not (out / "scores" / "run_date=2026-07-01").exists()
+
+
+def test_swapped_labels_exit_2_before_scoring(spark: Any, demo: Demo, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Swapping model/labels.json's two entries used to flip every prediction, exit 0."""
+    labels = demo.cfg.out / "model" / "labels.json"
+    original = labels.read_bytes()
+    inp = _input(demo, tmp_path / "in.csv", 40)
+    _swap_labels(labels)
+    try:
+        code = _cli(spark, monkeypatch, "score", "--config",
+                    str(demo.root / "conf" / "demo_tabular.yaml"),
+                    "--set", f"output.dir={demo.cfg.out}", "--set", f"score.input={inp}",
+                    "--set", "run.date=2026-07-02")
+    finally:
+        labels.write_bytes(original)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "labels.json" in err
+    assert "rerun preprocess" in err
+    assert "Traceback" not in err
+    assert not (demo.cfg.out / "scores" / "run_date=2026-07-02").exists()
+
+
+def test_evaluate_refuses_a_changed_run_manifest(spark: Any, demo: Demo,
+                                                 tmp_path: Path) -> None:
+    inp = _input(demo, tmp_path / "in.csv", 50)
+    cfg = _with(demo.cfg, score_input=str(inp), run_date="2026-07-03")
+    score_job.run_score(spark, cfg)
+    rm = cfg.out / "scores" / "run_date=2026-07-03" / "_run_manifest.json"
+    _edit_json(rm)
+    with pytest.raises(ArtifactError, match=r"_run_manifest\.json"):
+        run_evaluate(spark, cfg)
+
+
+# ---------------------------------------------------------------------------
+# Rows in, counted from the input
+
+
+def test_rows_in_is_counted_from_the_input_file(spark: Any, demo: Demo, tmp_path: Path) -> None:
+    t = demo.pool.iloc[300:500].copy()
+    t.iloc[:7, t.columns.get_loc(LABEL)] = "maybe"          # a label never seen: quarantined
+    t.iloc[7:12, t.columns.get_loc("age")] = "n/a"           # a bad number: quarantined
+    t.iloc[12:15, t.columns.get_loc("workclass")] = "Martian"  # an unseen category
+    inp = tmp_path / "odd.csv"
+    t.to_csv(inp, index=False)
+    n_file = _csv_rows(inp)
+    r = score_job.run_score(spark, _with(demo.cfg, score_input=str(inp), run_date="2027-02-01"))
+    assert r["rows_in"] == n_file == 200
+    assert r["quarantine_reasons"] == {"unseen_label": 7, "bad_type:age": 5,
+                                       "unseen_category:workclass": 3}
+    scores = _published(demo.cfg, "2027-02-01")
+    q = pd.read_parquet(demo.cfg.out / "quarantine" / "score" / "run_date=2027-02-01")
+    assert set(q["stage"]) == {"score"}
+    selected = scores[scores["model_variant"] == r["model_variant"]]
+    assert len(selected) + len(q) == n_file
+    assert selected["id"].is_unique
+
+
+def test_a_lost_row_fails_the_run_and_publishes_nothing(spark: Any, demo: Demo, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """rows_in used to be scored + quarantined, so a row lost on the way was invisible."""
+    inp = _input(demo, tmp_path / "in.csv", 80, start=600)
+    cfg = _with(demo.cfg, score_input=str(inp), run_date="2027-02-02")
+    real = score_job.prepare
+
+    def lossy(*a: Any, **k: Any) -> Any:
+        p = real(*a, **k)
+        return dataclasses.replace(p, kept=p.kept.orderBy("id").offset(1))
+
+    monkeypatch.setattr(score_job, "prepare", lossy)
+    with pytest.raises(score_job.RowCountError, match="80 rows read"):
+        score_job.run_score(spark, cfg)
+    assert not (cfg.out / "scores" / "run_date=2027-02-02").exists()
+
+
+# ---------------------------------------------------------------------------
+# One run per date, crashes, the fault point
+
+
+def test_a_second_run_for_the_same_date_is_refused_naming_the_first(
+        spark: Any, demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    inp = _input(demo, tmp_path / "in.csv", 60, start=700)
+    cfg = _with(demo.cfg, score_input=str(inp), run_date="2027-04-01")
+    with run_lock(score_target(cfg)) as holder:
+        with pytest.raises(RunLockedError, match=f"pid {holder['pid']} on host"):
+            score_job.run_score(spark, cfg)
+        code = _cli(spark, monkeypatch, "score", "--config",
+                    str(demo.root / "conf" / "demo_tabular.yaml"),
+                    "--set", f"output.dir={cfg.out}", "--set", f"score.input={inp}",
+                    "--set", "run.date=2027-04-01")
+        assert code == 2
+        assert f"pid {holder['pid']}" in capsys.readouterr().err
+    assert not (cfg.out / "scores" / "run_date=2027-04-01").exists()
+    # A lock left by a process that is gone is taken over.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = score_target(cfg).lock
+    lock.write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename,
+                                "started_at": "2027-04-01T00:00:00+00:00"}))
+    r = score_job.run_score(spark, cfg)
+    assert not lock.exists()
+    scores = _published(cfg, "2027-04-01")
+    selected = scores[scores["model_variant"] == r["model_variant"]]
+    assert len(selected) == r["rows_scored"]
+    assert selected["id"].is_unique
+
+
+def test_a_run_that_dies_before_publishing_leaves_the_previous_partition(
+        spark: Any, demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _with(demo.cfg, score_input=str(_input(demo, tmp_path / "a.csv", 70, start=800)),
+                run_date="2027-03-01")
+    score_job.run_score(spark, cfg)
+    part = cfg.out / "scores" / "run_date=2027-03-01"
+    files, rows = sorted(p.name for p in part.iterdir()), len(_published(cfg, "2027-03-01"))
+    other = _with(cfg, score_input=str(_input(demo, tmp_path / "b.csv", 40, start=900)))
+    monkeypatch.setenv(FAULTS_ENV, "score.before_publish=raise")
+    with pytest.raises(InjectedFault):
+        score_job.run_score(spark, other)
+    assert sorted(p.name for p in part.iterdir()) == files
+    assert len(_published(cfg, "2027-03-01")) == rows
+    # What a run killed there (SIGKILL: no finally) leaves: its staging folders, and the
+    # old partition moved aside by a publish cut in the middle.
+    staging = cfg.out / "scores" / "_staging"
+    for name in ("run_date=2027-03-01.dead0001", "quarantine-run_date=2027-03-01.dead0001"):
+        shutil.copytree(part, staging / name)
+    shutil.copytree(part, cfg.out / "scores" / ".run_date=2027-03-01.old-dead0001")
+    monkeypatch.delenv(FAULTS_ENV)
+    r = score_job.run_score(spark, other)
+    assert r["rows_in"] == 40 == r["rows_scored"]
+    scores = _published(cfg, "2027-03-01")
+    assert (scores["model_variant"] == r["model_variant"]).sum() == 40
+    assert not list(staging.glob("*run_date=2027-03-01*"))
+    assert not list((cfg.out / "scores").glob(".run_date=2027-03-01.old-*"))
+
+
+def test_output_table_is_written_once_per_run_date(spark: Any, demo: Demo,
+                                                   tmp_path: Path) -> None:
+    table = "sparkforge_test_scores"
+    spark.sql(f"DROP TABLE IF EXISTS {table}")
+    a = _input(demo, tmp_path / "a.csv", 50, start=1000, labeled=False)
+    b = _input(demo, tmp_path / "b.csv", 30, start=1100, labeled=False)
+    try:
+        for inp, date in ((a, "2027-05-01"), (a, "2027-05-01"), (b, "2027-05-02")):
+            score_job.run_score(spark, _with(demo.cfg, score_input=str(inp), run_date=date,
+                                             score_output_table=table))
+        got = spark.table(table).toPandas()
+        assert got.groupby("run_date").size().to_dict() == {
+            d: len(_published(demo.cfg, d)) for d in ("2027-05-01", "2027-05-02")}
+        assert not got.duplicated(["run_date", "model_variant", "id"]).any()
+    finally:
+        spark.sql(f"DROP TABLE IF EXISTS {table}")
+
+
+# ---------------------------------------------------------------------------
+# Reruns, incremental mode, drift, sessions
+
+
+def test_rerun_of_a_date_replaces_it_without_duplicates(spark: Any, demo: Demo,
+                                                        tmp_path: Path) -> None:
+    cfg = _with(demo.cfg, score_input=str(_input(demo, tmp_path / "in.csv", 150, start=1200)),
+                run_date="2026-02-01")
     first = score_job.run_score(spark, cfg)
     second = score_job.run_score(spark, cfg)
     scores = _published(cfg, "2026-02-01")
     selected = scores[scores["model_variant"] == first["model_variant"]]
-    assert len(selected) == first["rows_scored"] == second["rows_scored"] == 1500
+    assert len(selected) == first["rows_scored"] == second["rows_scored"]
     assert selected["id"].is_unique
-    assert first["rows_in"] == first["rows_scored"] + first["rows_quarantined"]
-    run = json.loads((cfg.out / "scores" / "run_date=2026-02-01" / "_run_manifest.json")
-                     .read_text())
+    run = read_json(cfg.out / "scores" / "run_date=2026-02-01" / "_run_manifest.json")
     assert run["model_sha256"] == first["model_sha256"]
     assert run["input_fingerprint"] == first["input_fingerprint"]
-    assert not list((cfg.out / "scores" / "_staging").glob("*"))
+    assert not list((cfg.out / "scores" / "_staging").glob("run_date=2026-02-01*"))
 
 
-def test_failed_run_leaves_the_published_partition_intact(spark, trained: Config,
-                                                          monkeypatch: pytest.MonkeyPatch,
-                                                          tmp_path: Path) -> None:
-    cfg = _with(trained, run_date="2026-03-01")
-    score_job.run_score(spark, cfg)
-    part = cfg.out / "scores" / "run_date=2026-03-01"
-    before = sorted(p.name for p in part.iterdir())
-    before_rows = len(_published(cfg, "2026-03-01"))
-    _table(40, 9).to_csv(tmp_path / "other.csv", index=False)
-
-    def boom(*_: object) -> None:
-        raise RuntimeError("killed before publish")
-
-    monkeypatch.setattr(score_job, "_publish", boom)
-    with pytest.raises(RuntimeError, match="killed before publish"):
-        score_job.run_score(spark, _with(cfg, score_input=str(tmp_path / "other.csv")))
-    assert sorted(p.name for p in part.iterdir()) == before
-    assert len(_published(cfg, "2026-03-01")) == before_rows
-    assert not list((cfg.out / "scores" / "_staging").glob("run_date=*"))
-
-
-def test_incremental_scores_only_new_ids(spark, trained: Config, tmp_path: Path) -> None:
-    old, new = _table(300, 21), _table(120, 22)
+def test_incremental_scores_only_new_ids(spark: Any, demo: Demo, tmp_path: Path) -> None:
+    old = demo.pool.iloc[1400:1600]
+    new = demo.pool.iloc[1600:1700]
     old.to_csv(tmp_path / "day1.csv", index=False)
     pd.concat([old, new]).to_csv(tmp_path / "day2.csv", index=False)
-    base = _with(trained, score_input=str(tmp_path / "day1.csv"), run_date="2027-01-01",
+    base = _with(demo.cfg, score_input=str(tmp_path / "day1.csv"), run_date="2027-01-01",
                  run_incremental=True)
-    score_job.run_score(spark, base)
+    r1 = score_job.run_score(spark, base)
     r2 = score_job.run_score(spark, _with(base, score_input=str(tmp_path / "day2.csv"),
                                           run_date="2027-01-02"))
-    assert r2["rows_in"] == 420
-    assert r2["rows_skipped_already_scored"] >= 300
+    assert r2["rows_in"] == _csv_rows(tmp_path / "day2.csv") == 300
+    assert r2["rows_skipped_already_scored"] == r1["rows_scored"]
     assert r2["rows_in"] == (r2["rows_scored"] + r2["rows_quarantined"]
                              + r2["rows_skipped_already_scored"])
-    day2 = _published(base, "2027-01-02")
-    day2_ids = set(day2[day2["model_variant"] == r2["model_variant"]]["id"])
-    assert day2_ids <= set(new["cust"])
-    assert not day2_ids & set(old["cust"])
+    day1, day2 = _published(base, "2027-01-01"), _published(base, "2027-01-02")
+    assert not set(day2["id"]) & set(day1["id"])
 
 
-def test_unseen_categories_and_labels_are_quarantined(spark, trained: Config,
-                                                      tmp_path: Path) -> None:
-    t = _table(200, 31, colors=("red", "green", "purple"))
-    t.loc[:9, "y"] = "maybe"                       # a label never seen in training
-    t.loc[10:14, "x1"] = "n/a"                     # wrong type in a numeric column
-    t.to_csv(tmp_path / "odd.csv", index=False)
-    r = score_job.run_score(spark, _with(trained, score_input=str(tmp_path / "odd.csv"),
-                                         run_date="2027-02-01"))
-    purple = int(((t["color"] == "purple") & (t.index >= 15)).sum())
-    assert r["quarantine_reasons"] == {"unseen_label": 10, "bad_type:x1": 5,
-                                       "unseen_category:color": purple}
-    assert r["rows_in"] == 200 == r["rows_scored"] + r["rows_quarantined"]
-    q = pd.read_parquet(trained.out / "quarantine" / "score" / "run_date=2027-02-01")
-    assert set(q["stage"]) == {"score"}
-    assert len(q) == r["rows_quarantined"]
+def test_drift_is_flagged(spark: Any, demo: Demo, tmp_path: Path) -> None:
+    t = demo.pool.iloc[1800:2200].drop(columns=[LABEL]).copy()
+    t["age"] = (t["age"].astype(int) + 30).astype(str)
+    t.to_csv(tmp_path / "older.csv", index=False)
+    r = score_job.run_score(spark, _with(demo.cfg, score_input=str(tmp_path / "older.csv"),
+                                         run_date="2027-03-05",
+                                         score_passthrough_columns=["fnlwgt"]))
+    assert r["rows_scored"] + r["rows_quarantined"] == 400
+    assert "fnlwgt" in _published(demo.cfg, "2027-03-05").columns
+    assert "age" in r["drift"]["drifted"]
+    assert r["drift"]["psi"]["hours_per_week"] < r["drift"]["threshold"]
 
 
-def test_unlabeled_table_is_scored_and_drift_is_flagged(spark, trained: Config,
-                                                        tmp_path: Path) -> None:
-    t = _table(400, 41, shift=3.0).drop(columns=["y"])
-    t.to_csv(tmp_path / "shifted.csv", index=False)
-    r = score_job.run_score(spark, _with(trained, score_input=str(tmp_path / "shifted.csv"),
-                                         run_date="2027-03-01",
-                                         score_passthrough_columns=["x1"]))
-    assert r["rows_scored"] == 400
-    scores = _published(trained, "2027-03-01")
-    assert scores["label"].isna().all()
-    assert "x1" in scores.columns
-    assert "x1" in r["drift"]["drifted"]            # shifted by 3 sd
-    assert r["drift"]["psi"]["x2"] < r["drift"]["threshold"]
-
-
-def test_one_onnx_session_per_python_worker(spark, trained: Config, tmp_path: Path,
+def test_one_onnx_session_per_python_worker(spark: Any, demo: Demo, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from sparkforge.infer import LOAD_LOG_ENV
+    import onnx
+
+    from sparkforge.artifacts import sha256_file
+    from sparkforge.infer import LOAD_LOG_ENV, score_df
 
     log = tmp_path / "loads.txt"
     monkeypatch.setenv(LOAD_LOG_ENV, str(log))
+    out = demo.cfg.out
     # A model file nobody has loaded yet (its sha256 is the cache key).
-    sel = json.loads((trained.out / "compressed" / "selection.json").read_text())
-    src = trained.out / sel["paths"]["fp32"]
-    fresh = tmp_path / "model.onnx"
-    import onnx
-
-    m = onnx.load(str(src))
+    sel = read_json(out / "compressed" / "selection.json")
+    m = onnx.load(str(out / sel["paths"]["fp32"]))
     m.doc_string = "copy for the load-count test"
+    fresh = tmp_path / "model.onnx"
     onnx.save(m, str(fresh))
-    from sparkforge.artifacts import sha256_file
-    from sparkforge.infer import score_df
-
-    pre = spark.read.parquet(str(trained.out / "preprocessed")).repartition(6)
+    pre = spark.read.parquet(str(out / "preprocessed")).repartition(6)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "50")
     try:
         n = score_df(pre, model_path=str(fresh), sha256=sha256_file(fresh),
-                     inputs=["features"], labels=["no", "yes"], variant="t",
-                     batch_size=16).count()
+                     inputs=["features"], labels=read_json(out / "model" / "labels.json"),
+                     variant="t", batch_size=16).count()
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "4096")
     assert n == pre.count()
     loads = log.read_text().split("\n")[:-1]
     pids = [line.split()[0] for line in loads]
-    batches = n // 50
     # Per worker, never per batch: no Python worker loaded the model twice, and there
-    # were fewer loads than tasks (6), let alone batches (~30).
+    # were fewer loads than tasks (6), let alone batches (~40).
     assert len(set(pids)) == len(pids)
-    assert 1 <= len(loads) <= 6 < batches
+    assert 1 <= len(loads) <= 6 < n // 50

@@ -277,7 +277,12 @@ def check_output_dir(cfg: Config) -> None:
 
 def check_inputs(cfg: Config, stage: str = "preprocess") -> None:
     """Raise ConfigError when the input ``stage`` reads is missing, unreadable in
-    ``data.format``, or lacks a named column; or when ``output.dir`` is not writable."""
+    ``data.format``, or lacks a named column; or when ``output.dir`` is not writable.
+
+    ``score`` needs only its input (``score.input``, else ``data.input``) and the run
+    directory (the training's data settings come from ``model/config.json`` when
+    ``data.input`` is empty); ``train``, ``compress`` and ``evaluate`` read the run
+    directory only."""
     d = cfg.data
     _check_encoding(cfg)
     if stage in ("preprocess", "pipeline"):
@@ -288,11 +293,22 @@ def check_inputs(cfg: Config, stage: str = "preprocess") -> None:
             for i, c in enumerate(d.feature_columns or []):
                 wanted[f"data.feature_columns[{i}]"] = c
             check_source(cfg, d.input, wanted, "data.input")
-        else:
+        elif d.table:
             log.info("data.table %s is checked by Spark", d.table)
+        else:
+            raise ConfigError(f"data.input='': {stage} needs it; set it to a file, folder or "
+                              "glob, e.g. --set data.input=data/reviews.csv (or data.table to "
+                              "a catalog table)")
     elif stage == "score" and cfg.score.mode == "predict":
+        if not (cfg.score.input or d.input or d.table):
+            raise ConfigError("score.input='': set the table to score, e.g. --set "
+                              "score.input=data/new_customers.csv (or set data.input)")
+        if not d.input and not d.table:
+            from sparkforge.artifacts import scoring_config
+
+            cfg = scoring_config(cfg)  # the training's column names
         source, what = (cfg.score.input, "score.input") if cfg.score.input else (
-            d.input, "data.input")
+            cfg.data.input, "data.input")
         if source:
             check_source(cfg, source, _score_columns(cfg), what)
     check_output_dir(cfg)

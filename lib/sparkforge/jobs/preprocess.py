@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from sparkforge import features, tokenize
-from sparkforge.artifacts import update_manifest, write_json_atomic
+from sparkforge.artifacts import save_training_config, update_manifest, write_json_atomic
 from sparkforge.config import Config
 from sparkforge.data.prepare import POLICY_REASONS, SPLITS, DataQualityError, prepare
 
@@ -169,6 +169,7 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
                                 kept.filter(F.col("split") == "train"))
     write_json_atomic(model_dir / "reference.json", reference)
     artifacts.append(model_dir / "reference.json")
+    artifacts.append(save_training_config(cfg))  # score re-applies its data settings
     kept.unpersist()
 
     summary = {

@@ -2,14 +2,16 @@
 
 The table (``score.input``, default ``data.input``) is read raw and the saved
 preprocessing is re-applied (``model/tokenizer.json`` or ``model/preprocessor.json``,
-the training labels and categories). Rows that cannot be scored are quarantined with
-a reason, so ``rows_in == rows_scored + rows_quarantined (+ rows_skipped when
-incremental)``.
+the training labels and categories). Every artifact is checked against the manifest's
+sha256 before it is used (:func:`load_scoring_model`). Rows that cannot be scored are
+quarantined with a reason; the rows read are counted from the input itself and
+``rows_in == rows_scored + rows_quarantined (+ rows_skipped when incremental)`` is
+checked before anything is published.
 
-Each run writes ``scores/run_date=YYYY-MM-DD/``: the output is staged under
-``scores/_staging/`` and published with a directory rename, together with its
-``_SUCCESS`` marker and ``_run_manifest.json``. Rerunning a date replaces that
-partition; a run that fails before the rename leaves the published one untouched.
+Where a run is written (the pipeline's ``eval_scores/`` or a dated
+``scores/run_date=YYYY-MM-DD/``), its lock, staging and publish: :mod:`sparkforge.infer.runs`.
+Rerunning a date replaces that partition; a run that fails before the rename leaves the
+published one untouched, and the next run removes what it left in ``_staging/``.
 The rename is atomic on local, NFS and HDFS paths (not on object stores).
 """
 
@@ -20,52 +22,96 @@ import hashlib
 import json
 import logging
 import shutil
-import uuid
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sparkforge.artifacts import (
-    read_json,
-    sha256_file,
+    read_verified_json,
+    read_verified_text,
+    record_artifacts,
+    scoring_config,
     update_manifest,
     verify_artifact,
     write_json_atomic,
 )
 from sparkforge.config import Config, ConfigError
-from sparkforge.data.prepare import Fitted, prepare
+from sparkforge.data.prepare import Fitted, prepare, read_raw
+from sparkforge.faults import fault_point
+from sparkforge.infer.runs import (
+    RUN_MANIFEST,
+    STAGING,
+    RunTarget,
+    clean_leftovers,
+    publish,
+    published_dates,
+    read_selection,
+    run_lock,
+    score_target,
+    staging_dirs,
+    verified_variants,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
-RUN_MANIFEST = "_run_manifest.json"
 NEW_SPLIT = "new"
-STAGING = "_staging"
+PUBLISH_FAULT = "score.before_publish"
+__all__ = ["RUN_MANIFEST", "STAGING", "RowCountError", "ScoringModel", "load_scoring_model",
+           "published_dates", "run_score"]
 
 
-def fitted_from_model(cfg: Config) -> Fitted:
-    model_dir = cfg.out / "model"
-    labels = read_json(model_dir / "labels.json")
+class RowCountError(RuntimeError):
+    """The rows read do not add up to the rows scored, quarantined and skipped."""
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """Everything scoring loads from the run directory, each file checked against the
+    manifest's sha256 when this is built."""
+
+    labels: list[str]
+    fitted: Fitted
+    encoding: Any                  # the tokenizer's JSON text, or the feature statistics
+    selection: dict[str, Any]
+    sha256: dict[str, str]         # variant -> sha256 of its (verified) ONNX file
+    reference: dict[str, Any] | None  # drift reference (model/reference.json)
+
+    @property
+    def selected(self) -> str:
+        return str(self.selection["selected"])
+
+
+def load_scoring_model(cfg: Config) -> ScoringModel:
+    """Read and verify every artifact scoring needs, before any Spark work; raises
+    :class:`~sparkforge.artifacts.ArtifactError` (exit code 2) naming a changed file."""
+    out, model_dir = cfg.out, cfg.out / "model"
+    selection = read_selection(out)
+    labels = read_verified_json(out, model_dir / "labels.json")
     if cfg.is_text:
-        return Fitted(labels=labels, numeric=[], categories={})
-    stats = read_json(model_dir / "preprocessor.json")
-    return Fitted(labels=labels, numeric=list(stats["numeric"]),
-                  categories=dict(stats["categorical"]),
-                  quarantine_unseen_categories=cfg.score.quarantine_unseen_categories)
+        encoding: Any = read_verified_text(out, model_dir / "tokenizer.json")
+        fitted = Fitted(labels=labels, numeric=[], categories={})
+    else:
+        encoding = read_verified_json(out, model_dir / "preprocessor.json")
+        fitted = Fitted(labels=labels, numeric=list(encoding["numeric"]),
+                        categories=dict(encoding["categorical"]),
+                        quarantine_unseen_categories=cfg.score.quarantine_unseen_categories)
+    ref = model_dir / "reference.json"
+    reference = read_verified_json(out, ref) if ref.exists() else None
+    return ScoringModel(labels=labels, fitted=fitted, encoding=encoding, selection=selection,
+                        sha256=verified_variants(out, selection), reference=reference)
 
 
-def encode(cfg: Config, df: DataFrame, keep: list[str] | None = None) -> DataFrame:
+def encode(cfg: Config, df: DataFrame, model: ScoringModel,
+           keep: list[str] | None = None) -> DataFrame:
     """Re-apply the saved tokenizer or feature encoding to prepared rows."""
     from sparkforge import features, tokenize
 
-    model_dir = cfg.out / "model"
-    verify_artifact(cfg.out, model_dir / ("tokenizer.json" if cfg.is_text
-                                          else "preprocessor.json"))
     if cfg.is_text:
-        doc = (model_dir / "tokenizer.json").read_text()
-        return tokenize.tokenize_df(df, doc, normalize=cfg.preprocess.normalize_unicode)
-    return features.transform(df, read_json(model_dir / "preprocessor.json"), keep)
+        return tokenize.tokenize_df(df, model.encoding,
+                                    normalize=cfg.preprocess.normalize_unicode)
+    return features.transform(df, model.encoding, keep)
 
 
 def input_fingerprint(pattern: str) -> str:
@@ -85,111 +131,117 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def published_dates(scores: Path) -> list[str]:
-    return sorted(p.name.split("=", 1)[1] for p in scores.glob("run_date=*")
-                  if (p / "_SUCCESS").exists())
+def _seen_splits(spark: SparkSession, cfg: Config) -> DataFrame:
+    """id -> the split the pipeline put it in, one row per id (an id in several splits
+    counts as the earliest of train, val, test: never evaluated on rows it trained on)."""
+    from pyspark.sql import functions as F
+
+    rank = (F.when(F.col("split") == "train", 0).when(F.col("split") == "val", 1)
+            .otherwise(2))
+    return (spark.read.parquet(str(cfg.out / "preprocessed")).select("id", "split")
+            .groupBy("id").agg(F.min(F.struct(rank.alias("r"), F.col("split"))).alias("m"))
+            .select("id", F.col("m.split").alias("_seen")))
 
 
-def _publish(staging: Path, final: Path) -> None:
-    """Swap ``staging`` in as ``final``: the old partition is moved aside first and only
-    deleted once the new one is in place."""
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    if final.exists():
-        final.rename(old)
-    try:
-        staging.rename(final)
-    except BaseException:
-        if old.exists() and not final.exists():
-            old.rename(final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _selection(cfg: Config) -> dict[str, Any]:
-    path = cfg.out / "compressed" / "selection.json"
-    if not path.exists():
-        raise ConfigError(f"output.dir={str(cfg.out)!r}: no compressed/selection.json; run "
-                          "`sparkforge compress` with this config first")
-    selection: dict[str, Any] = read_json(path)
-    return selection
+def check_row_counts(n_in: int, n_scored: int, n_quarantined: int, n_skipped: int,
+                     source: str) -> None:
+    """Rows read (counted from the input) must equal rows scored + quarantined + skipped."""
+    if n_in != n_scored + n_quarantined + n_skipped:
+        raise RowCountError(
+            f"score: {n_in} rows read from {source} but {n_scored} scored + {n_quarantined} "
+            f"quarantined + {n_skipped} skipped = {n_scored + n_quarantined + n_skipped}; a "
+            "row was lost or duplicated between reading and writing, so nothing was published")
 
 
 def run_score(spark: SparkSession, cfg: Config) -> dict[str, Any]:
+    cfg = scoring_config(cfg)
+    if cfg.score.mode == "embed":
+        return run_embed(spark, cfg)
+    model = load_scoring_model(cfg)
+    target = score_target(cfg)
+    out = cfg.out
+    with run_lock(target):  # held until the run is recorded: one run per target at a time
+        clean_leftovers(target)
+        manifest = _score(spark, cfg, model, target)
+        update_manifest(out, target.manifest_section,
+                        {**manifest, "published": str(target.final.relative_to(out)),
+                         "run_dates": published_dates(out / "scores")},
+                        [target.final / RUN_MANIFEST])
+        if target.dated and cfg.score.output_table:
+            write_output_table(spark, cfg.score.output_table, target)
+    return manifest
+
+
+def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
+           target: RunTarget) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     from sparkforge.infer import score_df
 
-    if cfg.score.mode == "embed":
-        return run_embed(spark, cfg)
     out = cfg.out
-    run_date = cfg.run.run_date
     started = dt.datetime.now(dt.UTC).isoformat()
-    selection = _selection(cfg)
-    fitted = fitted_from_model(cfg)
+    selection, selected = model.selection, model.selected
     source = cfg.score.input or cfg.data.input
     keep = list(cfg.score.passthrough_columns)
-    prep = prepare(spark, cfg, stage="score", fitted=fitted, input_path=source,
+    # Counted from a read of the input of its own, not from what prepare() returns.
+    n_in = read_raw(spark, cfg, source).count()
+    prep = prepare(spark, cfg, stage="score", fitted=model.fitted, input_path=source,
                    keep_columns=keep)
-    reasons = {r["reason"]: r["count"] for r in prep.quarantine.groupBy("reason").count().collect()}
     kept = prep.kept
-    pre_dir = out / "preprocessed"
-    if pre_dir.exists():
+    if (out / "preprocessed").exists():
         # Rows the pipeline saw keep their train/val/test split (stratified splits cannot
         # be recomputed row by row); rows it never saw are "new".
-        seen = spark.read.parquet(str(pre_dir)).select("id", F.col("split").alias("_seen"))
-        kept = (kept.join(seen, "id", "left")
+        kept = (kept.join(_seen_splits(spark, cfg), "id", "left")
                 .withColumn("split", F.coalesce(F.col("_seen"), F.lit(NEW_SPLIT)))
                 .drop("_seen"))
     scores_dir = out / "scores"
     skipped = 0
     if cfg.run.incremental:
-        earlier = [d for d in published_dates(scores_dir) if d != run_date]
+        earlier = [d for d in published_dates(scores_dir) if d != target.run_date]
         if earlier:
             done = (spark.read.parquet(*[str(scores_dir / f"run_date={d}") for d in earlier])
                     .select("id").distinct())
             before = kept.count()
             kept = kept.join(done, "id", "left_anti")
             skipped = before - kept.count()
-    encoded = encode(cfg, kept, keep).cache()
+    encoded = encode(cfg, kept, model, keep).cache()
 
     inputs = ["input_ids", "attention_mask"] if cfg.is_text else ["features"]
     threads = int(spark.conf.get("spark.task.cpus", "1") or "1")
     parts = []
-    sha = {}
     for variant, rel in selection["paths"].items():
-        sha[variant] = verify_artifact(out, out / rel)
         # The selected variant scores every row; the others only the test split, so that
         # evaluation compares all variants on the same rows.
-        rows = (encoded if variant == selection["selected"]
+        rows = (encoded if variant == selected
                 else encoded.filter(F.col("split") == "test"))
-        parts.append(score_df(rows, model_path=str((out / rel).resolve()), sha256=sha[variant],
-                              inputs=inputs, labels=fitted.labels, variant=variant,
+        parts.append(score_df(rows, model_path=str((out / rel).resolve()),
+                              sha256=model.sha256[variant], inputs=inputs,
+                              labels=model.labels, variant=variant,
                               batch_size=cfg.score.batch_size, threads=threads,
                               passthrough=keep))
     scored = parts[0]
     for p in parts[1:]:
         scored = scored.unionByName(p)
 
-    staging_root = scores_dir / STAGING
-    staging = staging_root / f"run_date={run_date}.{uuid.uuid4().hex[:8]}"
-    final = scores_dir / f"run_date={run_date}"
-    q_final = out / "quarantine" / "score" / f"run_date={run_date}"
-    q_staging = staging_root / f"quarantine-{staging.name}"
+    staging, q_staging = staging_dirs(target)
     try:
         scored.write.mode("overwrite").parquet(str(staging))
         prep.quarantine.write.mode("overwrite").parquet(str(q_staging))
         written = spark.read.parquet(str(staging))
         counts = {r["model_variant"]: r["count"]
                   for r in written.groupBy("model_variant").count().collect()}
-        n_scored = counts.get(selection["selected"], 0)
+        reasons = {r["reason"]: r["count"] for r in
+                   spark.read.parquet(str(q_staging)).groupBy("reason").count().collect()}
+        n_scored = counts.get(selected, 0)
         n_quarantined = sum(reasons.values())
-        n_in = n_scored + n_quarantined + skipped
-        drift = _drift(spark, cfg, encoded if cfg.is_text else kept, written.filter(
-            F.col("model_variant") == selection["selected"]), selection)
+        check_row_counts(n_in, n_scored, n_quarantined, skipped, source)
+        drift = _drift(spark, cfg, model, encoded if cfg.is_text else kept,
+                       written.filter(F.col("model_variant") == selected))
         manifest = {
-            "run_date": run_date, "input": source, "input_fingerprint": input_fingerprint(source),
-            "config_sha256": config_hash(cfg), "model_variant": selection["selected"],
-            "model_sha256": sha[selection["selected"]], "rows_in": n_in,
+            "run_date": target.run_date, "target": target.name, "input": source,
+            "input_fingerprint": input_fingerprint(source),
+            "config_sha256": config_hash(cfg), "model_variant": selected,
+            "model_sha256": model.sha256[selected], "rows_in": n_in,
             "rows_scored": n_scored, "rows_quarantined": n_quarantined,
             "rows_skipped_already_scored": skipped, "quarantine_reasons": reasons,
             "rows_scored_per_variant": counts, "incremental": cfg.run.incremental,
@@ -197,9 +249,9 @@ def run_score(spark: SparkSession, cfg: Config) -> dict[str, Any]:
             "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         }
         write_json_atomic(staging / RUN_MANIFEST, manifest)
-        _publish(staging, final)
-        q_final.parent.mkdir(parents=True, exist_ok=True)
-        _publish(q_staging, q_final)
+        fault_point(PUBLISH_FAULT)
+        publish(staging, target.final)
+        publish(q_staging, target.quarantine)
     finally:
         encoded.unpersist()
         shutil.rmtree(staging, ignore_errors=True)
@@ -207,15 +259,35 @@ def run_score(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     if drift["drifted"]:
         log.warning("drift above PSI %.2f in %s (PSI %s)", cfg.score.drift_threshold,
                     drift["drifted"], {c: round(drift["psi"][c], 3) for c in drift["drifted"]})
-    update_manifest(out, "score", {**manifest, "published": str(final.relative_to(out)),
-                                   "run_dates": published_dates(scores_dir)})
-    log.info("score %s: %d in, %d scored, %d quarantined %s, %d skipped", run_date, n_in,
+    log.info("score %s: %d in, %d scored, %d quarantined %s, %d skipped", target.name, n_in,
              n_scored, n_quarantined, reasons, skipped)
     return manifest
 
 
-def _drift(spark: SparkSession, cfg: Config, rows: DataFrame, scored: DataFrame,
-           selection: dict[str, Any]) -> dict[str, Any]:
+def write_output_table(spark: SparkSession, table: str, target: RunTarget) -> None:
+    """Write the published partition to the catalog table ``table`` (partitioned by
+    ``run_date``), replacing that date's partition only: rerunning a date never
+    duplicates its rows."""
+    from pyspark.sql import functions as F
+
+    df = (spark.read.parquet(str(target.final))
+          .withColumn("run_date", F.lit(target.run_date)))
+    if spark.catalog.tableExists(table):
+        cols = spark.table(table).columns
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise ConfigError(f"score.output_table={table!r} has columns {missing} that this "
+                              "run does not write (score.passthrough_columns changed?); "
+                              "use a new table or drop that one")
+        (df.select(*cols).write.mode("overwrite").option("partitionOverwriteMode", "dynamic")
+         .insertInto(table))
+    else:
+        df.write.partitionBy("run_date").format("parquet").saveAsTable(table)
+    log.info("score %s: written to table %s", target.name, table)
+
+
+def _drift(spark: SparkSession, cfg: Config, model: ScoringModel, rows: DataFrame,
+           scored: DataFrame) -> dict[str, Any]:
     """PSI of the features (raw columns, or token counts for text) and of the selected
     model's scores against training."""
     from pyspark.sql import functions as F
@@ -223,32 +295,33 @@ def _drift(spark: SparkSession, cfg: Config, rows: DataFrame, scored: DataFrame,
     from sparkforge.jobs.preprocess import with_token_count
     from sparkforge.metrics.drift import drift_report, numeric_edges, profile
 
-    model_dir = cfg.out / "model"
-    ref_path = model_dir / "reference.json"
-    if not ref_path.exists():
+    if model.reference is None:
         return {"psi": {}, "threshold": cfg.score.drift_threshold, "drifted": []}
-    reference = read_json(ref_path)
     feats = with_token_count(rows) if cfg.is_text else rows
-    report = drift_report(reference, feats, cfg.score.drift_threshold)
+    report = drift_report(model.reference, feats, cfg.score.drift_threshold)
 
-    # Score reference: the selected model on the validation split, computed once.
+    # Score reference: the selected model on the validation split, computed once and
+    # recorded in the manifest like every artifact.
     score_col = (F.col("prediction") if cfg.is_regression
                  else F.array_max(F.col("probability"))).alias("score")
-    sref_path = model_dir / f"score_reference-{selection['selected']}.json"
-    if not sref_path.exists():
+    selected = model.selected
+    sref_path = cfg.out / "model" / f"score_reference-{selected}.json"
+    if sref_path.exists():
+        sref = read_verified_json(cfg.out, sref_path)
+    else:
         from sparkforge.infer import score_df
 
         pre = spark.read.parquet(str(cfg.out / "preprocessed")).filter(F.col("split") == "val")
-        rel = selection["paths"][selection["selected"]]
+        rel = model.selection["paths"][selected]
         val_scores = score_df(pre, model_path=str((cfg.out / rel).resolve()),
-                              sha256=sha256_file(cfg.out / rel),
+                              sha256=model.sha256[selected],
                               inputs=["input_ids", "attention_mask"] if cfg.is_text
-                              else ["features"], labels=read_json(model_dir / "labels.json"),
-                              variant=selection["selected"]).select(score_col)
-        write_json_atomic(sref_path, profile(val_scores, numeric_edges(val_scores, ["score"]),
-                                             []))
-    sreport = drift_report(read_json(sref_path), scored.select(score_col),
-                           cfg.score.drift_threshold)
+                              else ["features"], labels=model.labels,
+                              variant=selected).select(score_col)
+        sref = profile(val_scores, numeric_edges(val_scores, ["score"]), [])
+        write_json_atomic(sref_path, sref)
+        record_artifacts(cfg.out, [sref_path])
+    sreport = drift_report(sref, scored.select(score_col), cfg.score.drift_threshold)
     report["psi"].update(sreport["psi"])
     report["drifted"] = sorted(report["drifted"] + sreport["drifted"])
     return report
@@ -256,41 +329,55 @@ def _drift(spark: SparkSession, cfg: Config, rows: DataFrame, scored: DataFrame,
 
 def run_embed(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     """Sentence embeddings of a whole text table -> embeddings/run_date=YYYY-MM-DD/."""
+    import uuid
+
     from sparkforge.compress.onnx_export import export_onnx
     from sparkforge.infer import embed_df
     from sparkforge.jobs.compress import load_trained
+    from sparkforge.train.loop import BEST_WEIGHTS
 
     if cfg.model_name != "minilm":
         raise ConfigError(f"score.mode=embed needs train.model=minilm (got {cfg.model_name!r})")
     out = cfg.out
-    model, spec = load_trained(cfg)
+    labels = read_verified_json(out, out / "model" / "labels.json")
+    model = ScoringModel(labels=labels, fitted=Fitted(labels=labels, numeric=[], categories={}),
+                         encoding=read_verified_text(out, out / "model" / "tokenizer.json"),
+                         selection={}, sha256={}, reference=None)
     enc_path = out / "compressed" / "encoder" / "model.onnx"
-    if not enc_path.exists():
+    if enc_path.exists():
+        enc_sha = verify_artifact(out, enc_path)
+    else:
         import numpy as np
 
-        export_onnx(_Encoder(model), spec, enc_path,
+        for name in ("model.json", BEST_WEIGHTS):  # what load_trained reads
+            verify_artifact(out, out / "model" / name)
+        trained, spec = load_trained(cfg)
+        export_onnx(_Encoder(trained), spec, enc_path,
                     {"input_ids": np.ones((2, 8), dtype=np.int64),
                      "attention_mask": np.ones((2, 8), dtype=np.int64)})
         update_manifest(out, "embed_model", {"path": str(enc_path.relative_to(out))},
                         [enc_path])
-    fitted = fitted_from_model(cfg)
+        enc_sha = verify_artifact(out, enc_path)
     keep = list(cfg.score.passthrough_columns)
-    prep = prepare(spark, cfg, stage="score", fitted=fitted,
-                   input_path=cfg.score.input or cfg.data.input, keep_columns=keep)
-    encoded = encode(cfg, prep.kept, keep)
-    emb = embed_df(encoded, model_path=str(enc_path.resolve()), sha256=sha256_file(enc_path),
+    source = cfg.score.input or cfg.data.input
+    n_in = read_raw(spark, cfg, source).count()
+    prep = prepare(spark, cfg, stage="score", fitted=model.fitted, input_path=source,
+                   keep_columns=keep)
+    encoded = encode(cfg, prep.kept, model, keep)
+    emb = embed_df(encoded, model_path=str(enc_path.resolve()), sha256=enc_sha,
                    batch_size=cfg.score.batch_size, passthrough=keep)
     final = out / "embeddings" / f"run_date={cfg.run.run_date}"
     staging = out / "embeddings" / STAGING / f"{final.name}.{uuid.uuid4().hex[:8]}"
     try:
         emb.write.mode("overwrite").parquet(str(staging))
         n = spark.read.parquet(str(staging)).count()
-        _publish(staging, final)
+        n_q = prep.quarantine.count()
+        check_row_counts(n_in, n, n_q, 0, source)
+        publish(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    n_q = prep.quarantine.count()
     summary = {"run_date": cfg.run.run_date, "rows_embedded": n, "rows_quarantined": n_q,
-               "rows_in": n + n_q, "path": str(final.relative_to(out))}
+               "rows_in": n_in, "path": str(final.relative_to(out))}
     update_manifest(out, "embed", summary)
     return summary
 
