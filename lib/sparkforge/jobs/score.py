@@ -96,7 +96,9 @@ def load_scoring_model(cfg: Config) -> ScoringModel:
         encoding = read_verified_json(out, model_dir / "preprocessor.json")
         fitted = Fitted(labels=labels, numeric=list(encoding["numeric"]),
                         categories=dict(encoding["categorical"]),
-                        quarantine_unseen_categories=cfg.score.quarantine_unseen_categories)
+                        quarantine_unseen_categories=cfg.score.quarantine_unseen_categories,
+                        numeric_stats={c: (float(v["mean"]), float(v["std"]))
+                                       for c, v in encoding["numeric"].items()})
     ref = model_dir / "reference.json"
     reference = read_verified_json(out, ref) if ref.exists() else None
     return ScoringModel(labels=labels, fitted=fitted, encoding=encoding, selection=selection,
