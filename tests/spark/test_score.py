@@ -518,3 +518,34 @@ def test_one_onnx_session_per_python_worker(spark: Any, demo: Demo, tmp_path: Pa
     # were fewer loads than tasks (6), let alone batches (~40).
     assert len(set(pids)) == len(pids)
     assert 1 <= len(loads) <= 6 < n // 50
+
+
+def test_a_poisoned_row_changes_no_other_rows_output(spark: Any, demo: Demo,
+                                                     tmp_path: Path) -> None:
+    """One inf used to turn its whole int8_dynamic batch to NaN (dynamic quantisation
+    takes its scales from the batch) with exit 0. Non-finite and absurd values are now
+    quarantined before the model, so every other row's output is the same, bit for bit,
+    with or without the poisoned rows in the table."""
+    clean = demo.pool.iloc[600:800].reset_index(drop=True)
+    a = tmp_path / "clean.csv"
+    clean.to_csv(a, index=False)
+    poison = clean.iloc[[3, 40, 90, 150]].copy()
+    poison["age"] = ["inf", "NaN", "-Infinity", "1e30"]
+    mixed = pd.concat([clean.iloc[:50], poison.iloc[:2], clean.iloc[50:120], poison.iloc[2:],
+                       clean.iloc[120:]], ignore_index=True)
+    b = tmp_path / "poisoned.csv"
+    mixed.to_csv(b, index=False)
+    ra = score_job.run_score(spark, _with(demo.cfg, score_input=str(a), run_date="2027-03-01"))
+    rb = score_job.run_score(spark, _with(demo.cfg, score_input=str(b), run_date="2027-03-02"))
+    assert rb["quarantine_reasons"] == {"bad_value:age": 3, "out_of_range:age": 1}
+    assert rb["rows_scored"] == ra["rows_scored"] == _csv_rows(a)
+    cols = ["id", "prediction", "probability"]
+    sa = _published(demo.cfg, "2027-03-01")
+    sb = _published(demo.cfg, "2027-03-02")
+    sa = sa[sa["model_variant"] == ra["model_variant"]][cols].sort_values("id")
+    sb = sb[sb["model_variant"] == rb["model_variant"]][cols].sort_values("id")
+    assert list(sa["id"]) == list(sb["id"])
+    assert (sa["prediction"].to_numpy() == sb["prediction"].to_numpy()).all()
+    pa_, pb_ = np.stack(sa["probability"].to_numpy()), np.stack(sb["probability"].to_numpy())
+    assert np.isfinite(pb_).all()
+    assert np.array_equal(pa_, pb_)
