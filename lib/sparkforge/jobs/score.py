@@ -33,6 +33,7 @@ from sparkforge.artifacts import (
 )
 from sparkforge.config import Config, ConfigError
 from sparkforge.data.prepare import Fitted, prepare
+from sparkforge.faults import fault_point
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -197,6 +198,7 @@ def run_score(spark: SparkSession, cfg: Config) -> dict[str, Any]:
             "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         }
         write_json_atomic(staging / RUN_MANIFEST, manifest)
+        fault_point("score.before_publish")
         _publish(staging, final)
         q_final.parent.mkdir(parents=True, exist_ok=True)
         _publish(q_staging, q_final)
