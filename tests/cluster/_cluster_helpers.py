@@ -69,11 +69,11 @@ def cli_env(cluster: sc.Cluster, **extra: str) -> dict[str, str]:
 
 
 def read_events(folder: Path) -> list[dict[str, Any]]:
-    """Every event of every application log in ``folder`` (a killed driver leaves its
-    ``.inprogress`` file, whose last line may be cut)."""
+    """Every event of every application log under ``folder`` (Spark 4 writes a folder
+    ``eventlog_v2_<app>/`` per application; a killed driver leaves its last line cut)."""
     events = []
-    for f in sorted(folder.iterdir()):
-        for line in f.read_text().splitlines():
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        for line in f.read_text(errors="replace").splitlines():
             try:
                 events.append(json.loads(line))
             except json.JSONDecodeError:
