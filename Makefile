@@ -25,7 +25,8 @@ PST_TESTS := tests/spark/test_train_petastorm.py
 
 .PHONY: setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
 	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train \
-	bench-quality
+	bench-quality \
+	cluster-up cluster-down
 
 setup: $(STAMP)
 
@@ -79,6 +80,18 @@ test: setup setup-petastorm
 test-petastorm: setup-petastorm
 	$(PST_BIN)/python -m pytest -m "not slow" $(PST_TESTS) $(PYTEST_ARGS)
 
+# A Spark standalone cluster on 127.0.0.1 (a master, two 1-core workers, the venv's pyspark):
+# the master URL goes to .cluster/master-url, the daemons' pids to .cluster/pids, and
+# `make cluster-down` stops exactly those. Use it with
+#   SPARKFORGE_MASTER=$$(cat .cluster/master-url) .venv/bin/sparkforge <stage> --config ...
+# The cluster tests (tests/cluster, run by `make test`) start their own unless one is up.
+CLUSTER_ARGS ?=
+cluster-up: setup
+	$(BIN)/python -m scripts.cluster up $(CLUSTER_ARGS)
+
+cluster-down:
+	$(BIN)/python -m scripts.cluster down
+
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
@@ -110,7 +123,7 @@ bench-quality: setup $(BENCH_DATA_STAMP)
 	$(BIN)/python -m benchmarks.bench_quality $(BENCH_QUALITY_ARGS)
 
 lint: setup
-	$(BIN)/ruff check lib tests spark_jobs benchmarks notebooks
+	$(BIN)/ruff check lib tests spark_jobs benchmarks notebooks scripts
 	$(BIN)/mypy
 
 clean:

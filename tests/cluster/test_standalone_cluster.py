@@ -1,93 +1,84 @@
-"""The same job on a real Spark standalone cluster (master + worker on 127.0.0.1).
+"""The pipeline on a real Spark standalone cluster (a master and two 1-core workers on
+127.0.0.1, started by the session fixture), and a training rank killed mid-epoch there.
 
-Slow (starts its own JVMs): run by `make test-slow`.
+Both tests read the one shared run (conftest.shared_run): its training loses rank 1 at
+epoch 1, step 2 and is relaunched from epoch 0's checkpoint (train.max_restarts=1).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections import Counter
 
-import numpy as np
 import pandas as pd
-import pytest
+from _cluster_helpers import (
+    N_ROWS,
+    PUBLISHED_DATE,
+    SharedRun,
+    input_ids,
+    published_ids,
+    read_events,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float = 60) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+from sparkforge.jobs.train import checkpoint_epochs
+from sparkforge.models import build_model, load_weights
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    spark_class = Path(sys.executable).parent / "spark-class"
-    port = _free_port()
-    logs = tmp_path_factory.mktemp("cluster")
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
-    master = subprocess.Popen(
-        [str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-         "--port", str(port), "--webui-port", str(_free_port())],
-        # the log file lives as long as the daemon; closed when the process ends
-        stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT, env=env)  # noqa: SIM115
-    url = f"spark://127.0.0.1:{port}"
-    worker = None
-    try:
-        _wait_port(port)
-        worker = subprocess.Popen(
-            [str(spark_class), "org.apache.spark.deploy.worker.Worker", url, "--host",
-             "127.0.0.1", "--cores", "2", "--memory", "3g", "--webui-port", str(_free_port()),
-             "--work-dir", str(logs / "work")],
-            stdout=open(logs / "worker.log", "w"),  # noqa: SIM115  (lives with the daemon)
-            stderr=subprocess.STDOUT, env=env)
-        time.sleep(5)
-        yield url
-    finally:
-        for p in (worker, master):
-            if p is not None:
-                p.terminate()
-                p.wait(timeout=30)
-
-
-def test_pipeline_runs_unchanged_on_a_standalone_cluster(cluster: str, tmp_path: Path) -> None:
-    rng = np.random.default_rng(5)
-    n = 2000
-    x = rng.normal(size=(n, 2))
-    pd.DataFrame({"a": x[:, 0], "b": x[:, 1],
-                  "y": np.where(x[:, 0] + x[:, 1] > 0, "p", "q")}).to_csv(
-        tmp_path / "in.csv", index=False)
-    out = tmp_path / "run"
-    env = {**os.environ, "SPARKFORGE_MASTER": cluster, "PYSPARK_PYTHON": sys.executable,
-           "SPARKFORGE_LOG_LEVEL": "WARNING"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "sparkforge", "pipeline", "--config",
-         "conf/tabular_classification.yaml", "--set", f"data.input={tmp_path / 'in.csv'}",
-         "--set", "data.label_column=y", "--set", f"output.dir={out}",
-         "--set", "train.local_mode=false", "--set", "train.epochs=3",
-         "--set", "spark.conf.spark.executor.cores=2"],
-        capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["variants"]["fp32"]["accuracy"] > 0.9
+def test_pipeline_runs_unchanged_on_a_standalone_cluster(shared_run: SharedRun) -> None:
+    out = shared_run.out
+    ids = input_ids(shared_run.input)
+    assert len(ids) == N_ROWS
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["train"]["local_mode"] is False
-    assert manifest["score"]["rows_in"] == n
+    assert manifest["preprocess"]["rows_in"] == len(ids)
+    metrics = json.loads((out / "metrics.json").read_text())
+    selected = metrics["selected"]
+    # the rule y = [a + b > 0] is learnt in 2 epochs; the test split has ~40 rows
+    assert metrics["variants"]["fp32"]["accuracy"] > 0.85
+    part = out / "scores" / f"run_date={PUBLISHED_DATE}"
+    run = json.loads((part / "_run_manifest.json").read_text())
+    assert run["rows_in"] == len(ids)
+    assert Counter(published_ids(part, selected)) == Counter(ids)  # each id exactly once
+
+
+def test_killed_rank_resumes_from_the_last_checkpoint_across_two_workers(
+        shared_run: SharedRun) -> None:
+    """Rank 1 (a barrier task on one worker) died at epoch 1, step 2; the relaunched
+    stage continued from epoch 0's checkpoint instead of starting over."""
+    out = shared_run.out
+    train = shared_run.summary["train"]
+    assert shared_run.failed_marker.exists()  # the injected failure fired
+    assert train["restarts"] == 1
+    assert train["resumed_from_epoch"] == 1
+    history = json.loads((out / "model" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert train["history"] == history
+    assert checkpoint_epochs(out) == [1]
+    load_weights(build_model(json.loads((out / "model" / "model.json").read_text())),
+                 out / "model" / "model.safetensors")  # strict: every tensor present
+
+    # Epoch 0 ran once, before the failure; epoch 1 ran (again) after it, on both ranks,
+    # over every train id (read from the preprocessed split, not from the trainer).
+    failed_at = shared_run.failed_marker.stat().st_mtime
+    for rank in (0, 1):
+        assert (shared_run.trace / f"epoch0-rank{rank}.json").stat().st_mtime < failed_at
+        assert (shared_run.trace / f"epoch1-rank{rank}.json").stat().st_mtime > failed_at
+    train_ids = set(pd.read_parquet(out / "preprocessed" / "split=train", columns=["id"])["id"])
+    traced = set()
+    for rank in (0, 1):
+        traced |= set(json.loads((shared_run.trace / f"epoch1-rank{rank}.json").read_text())
+                      ["ids"])
+    assert traced == train_ids
+
+    # Both attempts ran as 2-task barrier stages with one task on each worker's executor
+    # (1-core workers: 2 concurrent tasks need both); the first attempt lost a task.
+    events = read_events(shared_run.events)
+    barrier = sorted({e["Stage Info"]["Stage ID"] for e in events
+                      if e["Event"] == "SparkListenerStageSubmitted"
+                      and any(r.get("Barrier") for r in e["Stage Info"]["RDD Info"])})
+    assert len(barrier) == 2, barrier  # the failed launch and the relaunch
+    ends = [e for e in events if e["Event"] == "SparkListenerTaskEnd"]
+    first, second = ([e for e in ends if e["Stage ID"] == s] for s in barrier)
+    assert any(e["Task End Reason"]["Reason"] != "Success" for e in first)
+    assert [e["Task End Reason"]["Reason"] for e in second] == ["Success"] * 2
+    assert len({e["Task Info"]["Executor ID"] for e in second}) == 2

@@ -35,7 +35,8 @@ from sparkforge.artifacts import (
     write_json_atomic,
 )
 from sparkforge.config import Config, ConfigError
-from sparkforge.data.prepare import Fitted, prepare, read_raw
+from sparkforge.data.prepare import Fitted, prepare
+from sparkforge.data.readers import read_raw
 from sparkforge.faults import fault_point
 from sparkforge.infer.runs import (
     RUN_MANIFEST,

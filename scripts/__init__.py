@@ -1,0 +1,1 @@
+"""Developer scripts run as modules from the repo root (``python -m scripts.cluster``)."""

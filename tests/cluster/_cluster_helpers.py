@@ -1,0 +1,91 @@
+"""Helpers of the cluster tests: the drivers' environment, the shared run's layout, Spark
+event logs, and ids counted from the input file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from scripts import cluster as sc
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+N_ROWS = 400
+PUBLISHED_DATE = "2026-01-01"  # the date the shared run's score stage publishes
+# Spark properties of every run on the cluster: loopback only, few shuffle partitions (the
+# default 200 is all scheduling overhead at this size), task retries allowed (the local
+# suite's session sets spark.task.maxFailures=1). They go in a YAML file, not in
+# `--set spark.conf.<key>=...`: a dotted Spark key there is split into nested mappings.
+SPARK_CONF: dict[str, Any] = {"spark.driver.host": "127.0.0.1",
+                              "spark.driver.bindAddress": "127.0.0.1",
+                              "spark.ui.enabled": False,
+                              "spark.sql.shuffle.partitions": 4,
+                              "spark.task.maxFailures": 4}
+
+
+def write_config(path: Path, extends: Path, spark_conf: dict[str, Any] | None = None,
+                 **sections: Any) -> Path:
+    """A config file that extends ``extends`` with ``spark.conf`` entries and sections."""
+    doc: dict[str, Any] = {"extends": str(extends), **sections}
+    if spark_conf:
+        doc["spark"] = {"conf": spark_conf}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def event_log_conf(folder: Path) -> dict[str, Any]:
+    """Spark properties that make Spark write its event log (JSON lines) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"spark.eventLog.enabled": True, "spark.eventLog.dir": folder.as_uri(),
+            "spark.eventLog.compress": False}
+
+
+@dataclass(frozen=True)
+class SharedRun:
+    out: Path
+    input: Path
+    config: Path  # the run's config (input, output, model, epochs, spark.conf)
+    summary: dict[str, Any]  # what each stage returned
+    trace: Path  # per-epoch, per-rank ids the ranks trained on
+    failed_marker: Path  # written by rank 1 when the injected failure fired
+    events: Path  # the run's Spark event log
+    seconds: float
+
+
+def cli_env(cluster: sc.Cluster, **extra: str) -> dict[str, str]:
+    """Environment of a driver subprocess: this checkout's lib first (the shared venv's
+    editable install may point at another checkout), the cluster as master."""
+    return {**os.environ, "SPARKFORGE_MASTER": cluster.master_url,
+            "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
+            "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT / "lib"),
+                                                      os.environ.get("PYTHONPATH", "")] if p),
+            "SPARKFORGE_LOG_LEVEL": "WARNING", **extra}
+
+
+def read_events(folder: Path) -> list[dict[str, Any]]:
+    """Every event of every application log under ``folder`` (Spark 4 writes a folder
+    ``eventlog_v2_<app>/`` per application; a killed driver leaves its last line cut)."""
+    events = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        for line in f.read_text(errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events
+
+
+def input_ids(csv: Path) -> list[str]:
+    """The ids of the input, counted from the file itself."""
+    return pd.read_csv(csv, dtype={"id": str})["id"].tolist()
+
+
+def published_ids(part: Path, variant: str) -> list[str]:
+    scores = pd.read_parquet(part, columns=["id", "model_variant"])
+    return scores.loc[scores["model_variant"] == variant, "id"].tolist()
