@@ -455,7 +455,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, parsed
 
 
+def _string_map_depth(parts: Sequence[str]) -> int | None:
+    """How many leading parts name a ``dict[str, str]`` field (``spark.conf``,
+    ``data.options``, ``data.format_options.csv``), or None: the rest of the dotted key
+    is then one map key (``spark.conf.spark.sql.shuffle.partitions``), not a nesting."""
+    tp: Any = Config
+    for i, p in enumerate(parts):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp)
+        if p not in hints:
+            return None
+        tp = hints[p]
+        if get_origin(tp) is dict:
+            value_tp = get_args(tp)[1]
+            if value_tp is str:
+                return i + 1
+            if get_origin(value_tp) is dict and len(parts) > i + 2:  # format_options.<fmt>
+                return i + 2
+            return None
+    return None
+
+
 def _apply_override(tree: dict[str, Any], parts: Sequence[str], value: Any) -> None:
+    depth = _string_map_depth(parts)
+    if depth is not None and len(parts) > depth + 1:
+        parts = [*parts[:depth], ".".join(parts[depth:])]
     node = tree
     for p in parts[:-1]:
         nxt = node.get(p)

@@ -110,5 +110,17 @@ def test_per_format_options_and_catalog_tables(csv_file: Path) -> None:
     assert reader_options(cfg) == {"multiLine": "true"}
     cfg = load_config(TAB, ["data.input=", "data.table=db.events", "data.label_column=y"])
     assert cfg.data.table == "db.events"
+    # Neither: preprocess refuses before Spark starts (score and evaluate may take the
+    # training's data settings from the run directory instead).
     with pytest.raises(ConfigError, match=r"data\.table"):
-        load_config(TAB, ["data.input=", "data.label_column=y"])
+        check_inputs(load_config(TAB, ["data.input=", "data.label_column=y"]), "preprocess")
+
+
+def test_dotted_keys_inside_string_maps_stay_one_key() -> None:
+    """``--set spark.conf.spark.sql.shuffle.partitions=4`` used to nest into
+    ``{'spark': "{'sql': ...}"}``, so Spark never saw the property."""
+    cfg = load_config(ROOT / "conf" / "tabular_classification.yaml", [
+        "data.input=x.csv", "spark.conf.spark.sql.shuffle.partitions=4",
+        "spark.conf.spark.executor.cores=2", "data.format_options.csv.multiLine=true"])
+    assert cfg.spark.conf == {"spark.sql.shuffle.partitions": "4", "spark.executor.cores": "2"}
+    assert cfg.data.format_options["csv"]["multiLine"] == "true"
