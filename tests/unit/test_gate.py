@@ -111,16 +111,20 @@ def test_baseline_not_better_than_fp32_is_never_published() -> None:
     figures["baseline"] = fig(0.895, 5, 1.0)
     chosen, why = select_variant(figures, 0.01, "smallest")
     assert chosen == "int8_dynamic"
-    assert why["baseline"].startswith("not published: fp32 scores at least as well")
+    assert why["baseline"].startswith("not published: fp32 scores better")
 
 
-def test_equal_baseline_does_not_replace_fp32_as_reference() -> None:
+def test_a_tie_with_the_baseline_makes_it_the_reference() -> None:
+    """Equal validation scores give no evidence for the network: the linear model is the
+    reference, and the smaller of the two is published."""
     figures = {"fp32": fig(0.80, 100, 10.0), "baseline": fig(0.80, 400, 2.0)}
     chosen, why = select_variant(figures, 0.01, "smallest")
     assert chosen == "fp32"
-    assert why["fp32"] == "reference; smallest"
-    assert why["baseline"] == ("not published: fp32 scores at least as well on validation "
-                               "(0.8000 vs 0.8000); the baseline is a fallback")
+    assert why["baseline"] == ("reference: 0.8000 ties with fp32's on validation; "
+                               "not the smallest (fp32 is)")
+    assert why["fp32"] == "passes: accuracy drop +0.0000 <= 0.01 (vs baseline); smallest"
+    figures["baseline"] = fig(0.80, 5, 1.0)
+    assert select_variant(figures, 0.01, "smallest")[0] == "baseline"
 
 
 def test_failed_or_nan_baseline_leaves_fp32_the_reference() -> None:

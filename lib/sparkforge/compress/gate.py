@@ -34,7 +34,8 @@ def select_variant(figures: Mapping[str, Mapping[str, Any]], max_accuracy_drop: 
 
     The reference is the better of fp32 and the linear ``baseline`` (when measured):
     a neural model worse than the linear model is never published, and the baseline is
-    published only when it is that reference (strictly better than fp32). A variant passes
+    published only when it is that reference (at least as good as fp32; a tie goes to the
+    simpler model). A variant passes
     when its metric is at most ``max_accuracy_drop`` below the reference's and, when
     ``max_latency_ratio`` is given, its batch-1024 latency is at most that multiple of
     fp32's. Among those the smallest (or fastest) wins, the reference on a tie; when
@@ -45,7 +46,7 @@ def select_variant(figures: Mapping[str, Mapping[str, Any]], max_accuracy_drop: 
     if select not in ("smallest", "fastest"):
         raise ValueError(f"compress.select={select!r}: use smallest or fastest")
     key = "file_bytes" if select == "smallest" else "latency_ms_b1024"
-    candidates = [n for n in (FP32, LINEAR)
+    candidates = [n for n in (LINEAR, FP32)
                   if n in figures and not figures[n].get("error")
                   and not math.isnan(_metric(figures[n]))]
     reasons: dict[str, str] = {}
@@ -57,7 +58,9 @@ def select_variant(figures: Mapping[str, Mapping[str, Any]], max_accuracy_drop: 
         reasons[FP32] = ("kept: fp32 has no finite validation metric, so no variant can be "
                          "compared with it")
         return FP32, reasons
-    # max() keeps the first of equals: fp32 stays the reference on a tie.
+    # max() keeps the first of equals: on a tie the linear model is the reference (equal
+    # validation scores give no evidence for the network; the simpler model is the safer
+    # bet on new data).
     ref_name = max(candidates, key=lambda n: _metric(figures[n]))
     ref = _metric(figures[ref_name])
     ref_latency = float(figures[FP32].get("latency_ms_b1024") or 0.0)
@@ -74,15 +77,17 @@ def select_variant(figures: Mapping[str, Mapping[str, Any]], max_accuracy_drop: 
         drop = ref - metric
         vs = "" if ref_name == FP32 else f" (vs {ref_name})"
         if name == ref_name:
+            fp32_metric = _metric(figures[FP32])
+            verb = "ties with" if metric == fp32_metric else "beats"
             accuracy = "reference" + ("" if ref_name == FP32 else
-                                      f": {metric:.4f} beats fp32's on validation")
+                                      f": {metric:.4f} {verb} fp32's on validation")
         elif drop > max_accuracy_drop + _EPS:
             reasons[name] = f"rejected: accuracy drop {drop:+.4f} > {max_accuracy_drop}{vs}"
             continue
         elif name == LINEAR:
             # The linear model is a floor, not a compression: it is published only when it
             # beats fp32, never merely for being smaller than a model that scores better.
-            reasons[name] = (f"not published: fp32 scores at least as well on validation "
+            reasons[name] = (f"not published: fp32 scores better on validation "
                              f"({ref:.4f} vs {metric:.4f}); the baseline is a fallback")
             continue
         else:
