@@ -20,7 +20,8 @@ PST_PKGS  := pyspark==4.0.5 petastorm==0.12.1 pyarrow==14.0.2 numpy==1.26.4 pand
 PST_TESTS := tests/spark/test_train_petastorm.py
 
 .PHONY: setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
-	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train
+	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train \
+	bench-preprocess
 
 setup: $(STAMP)
 
@@ -79,7 +80,7 @@ test-slow: setup
 
 # Side-by-side ratio benchmarks; each rewrites its own section of BENCHMARKS.md.
 # bench-compress and bench-train read the demo runs (`make demo` first).
-bench: bench-tokenize bench-score bench-compress bench-train
+bench: bench-tokenize bench-score bench-compress bench-train bench-preprocess
 
 bench-tokenize: setup demo-data
 	$(BIN)/python -m benchmarks.bench_tokenize --rows 1000000 --repeat 3
@@ -93,6 +94,9 @@ bench-compress: setup
 
 bench-train: setup
 	$(BIN)/python -m benchmarks.bench_train
+
+bench-preprocess: setup
+	$(BIN)/python -m benchmarks.bench_preprocess --rows 300000 --cols 40 --repeat 3
 
 lint: setup
 	$(BIN)/ruff check lib tests spark_jobs benchmarks notebooks
