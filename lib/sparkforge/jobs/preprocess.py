@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sparkforge import features, tokenize
 from sparkforge.artifacts import update_manifest, write_json_atomic
 from sparkforge.config import Config
-from sparkforge.data.prepare import SPLITS, DataQualityError, prepare
+from sparkforge.data.prepare import POLICY_REASONS, SPLITS, DataQualityError, prepare
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -16,19 +16,36 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _fit_tokenizer(cfg: Config, kept: DataFrame) -> str:
+# Train rows whose token lengths choose tokenizer.max_length when it is 0 (auto).
+LENGTH_SAMPLE_ROWS = 2000
+
+
+def _fit_tokenizer(cfg: Config, kept: DataFrame) -> tuple[str, int, str]:
+    """(tokenizer JSON, max_length, how max_length was chosen)."""
     from pyspark.sql import functions as F
 
     t = cfg.tokenizer
+    train = kept.filter(F.col("split") == "train").select("text")
+    cap = t.max_length or t.max_length_cap
     if t.kind == "pretrained":
-        tok = tokenize.load_pretrained(t.max_length)
+        tok = tokenize.load_pretrained(cap)
     else:
         # A bounded sample of the train split streamed to the driver, never the corpus.
-        sample = (kept.filter(F.col("split") == "train").select("text")
-                  .limit(t.train_sample_rows))
-        texts = (tokenize.normalize_text(r.text) for r in sample.toLocalIterator())
-        tok = tokenize.train_wordpiece(texts, t.vocab_size, t.max_length, t.lowercase)
-    return str(tok.to_str())
+        sample = train.limit(t.train_sample_rows)
+        stream = (tokenize.normalize_text(r.text) for r in sample.toLocalIterator())
+        tok = tokenize.train_wordpiece(stream, t.vocab_size, cap, t.lowercase)
+    if t.max_length:
+        return str(tok.to_str()), t.max_length, "tokenizer.max_length"
+    # A seeded, bounded sample (top-k by a hash of the id: no full sort, no collect).
+    rows = (kept.filter(F.col("split") == "train")
+            .orderBy(F.xxhash64(F.lit(7), F.col("id"))).select("text")
+            .limit(LENGTH_SAMPLE_ROWS).collect())
+    texts = [tokenize.normalize_text(r.text) for r in rows]
+    length = tokenize.choose_max_length(tok, texts, t.max_length_cap)
+    how = (f"95th percentile of the token lengths of {len(texts)} train rows, rounded up to "
+           f"a multiple of 8, within [16, tokenizer.max_length_cap={t.max_length_cap}]")
+    log.info("tokenizer.max_length=0: using %d (%s)", length, how)
+    return str(tok.to_str()), length, how
 
 
 def _text_stats(df: DataFrame, max_length: int, unk_id: int | None) -> dict[str, Any]:
@@ -97,7 +114,8 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
 
     stats: dict[str, Any] = {}
     if cfg.is_text:
-        doc = _fit_tokenizer(cfg, kept)
+        doc, max_length, max_length_how = _fit_tokenizer(cfg, kept)
+        stats.update(max_length=max_length, max_length_chosen_by=max_length_how)
         (model_dir / "tokenizer.json").write_text(doc)
         encoded = tokenize.tokenize_df(kept, doc, normalize=cfg.preprocess.normalize_unicode)
         from tokenizers import Tokenizer
@@ -111,6 +129,13 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         encoded = features.transform(kept, fitted)
         artifacts = [model_dir / "preprocessor.json", model_dir / "labels.json"]
         stats["feature_dim"] = fitted["dim"]
+        if cfg.is_regression:
+            # Train-split mean and spread of the target: the model learns it standardised.
+            row = (kept.filter(F.col("split") == "train")
+                   .agg(F.mean("label").alias("m"), F.stddev_pop("label").alias("s")).first())
+            assert row is not None
+            stats["target"] = {"mean": float(row["m"] or 0.0),
+                               "std": float(row["s"]) if row["s"] else 1.0}
         stats["null_rates"] = _null_rates(kept, prep.numeric_columns + prep.categorical_columns)
 
     if labels:
@@ -125,7 +150,7 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     per_split = {r["split"]: r["count"] for r in written.groupBy("split").count().collect()}
     if cfg.is_text:
         stats.update(_text_stats(written.filter(F.col("split") == "train"),
-                                 cfg.tokenizer.max_length, unk))
+                                 stats["max_length"], unk))
     label_dist = ({r["label"]: r["count"] for r in written.groupBy("label").count().collect()}
                   if labels else {})
     train_rows = written.filter(F.col("split") == "train")
@@ -141,7 +166,7 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         "rows_in": n_in, "rows_kept": n_kept, "rows_quarantined": n_quarantined,
         "quarantine_reasons": reasons, "rows_per_split": {s: per_split.get(s, 0) for s in SPLITS},
         "labels": labels, "label_distribution": label_dist,
-        "numeric_columns": prep.numeric_columns,
+        "numeric_columns": prep.numeric_columns, "column_types": prep.type_evidence,
         "categorical_columns": prep.categorical_columns, **stats,
     }
     if sum(per_split.values()) != n_kept:
@@ -149,10 +174,13 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     update_manifest(out, "preprocess", summary, artifacts)
     log.info("preprocess: %d rows in, %d kept, %d quarantined %s; splits %s",
              n_in, n_kept, n_quarantined, reasons, summary["rows_per_split"])
-    frac = n_quarantined / n_in if n_in else 1.0
+    # Policy quarantines (duplicates, conflicting labels) are reported, not gated: they
+    # are not defects of the input.
+    n_defects = sum(n for r, n in reasons.items() if r not in POLICY_REASONS)
+    frac = n_defects / n_in if n_in else 1.0
     if frac > cfg.preprocess.max_quarantine_fraction:
         raise DataQualityError(
-            f"{n_quarantined} of {n_in} rows ({frac:.1%}) were quarantined, above "
+            f"{n_defects} of {n_in} rows ({frac:.1%}) were quarantined as defects, above "
             f"preprocess.max_quarantine_fraction={cfg.preprocess.max_quarantine_fraction}; "
             f"reasons {reasons}. Inspect {q_path} or raise the threshold")
     return summary

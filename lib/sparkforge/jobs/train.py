@@ -41,6 +41,10 @@ def model_spec(cfg: Config, pretrained: bool) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": name, "num_outputs": num_outputs, "dropout": t.dropout}
     if name == "mlp":
         spec.update(input_dim=read_json(out / "preprocessor.json")["dim"], hidden_dim=t.hidden_dim)
+        if cfg.is_regression:
+            target = _preprocess_summary(cfg).get("target", {})
+            spec.update(target_mean=float(target.get("mean", 0.0)),
+                        target_std=float(target.get("std", 1.0)))
     elif name in ("embedding_bag", "transformer"):
         from tokenizers import Tokenizer
 
@@ -48,10 +52,28 @@ def model_spec(cfg: Config, pretrained: bool) -> dict[str, Any]:
         spec.update(vocab_size=vocab, hidden_dim=t.hidden_dim)
         if name == "transformer":
             spec.update(num_layers=t.num_layers, num_heads=t.num_heads,
-                        ffn_dim=4 * t.hidden_dim, max_length=cfg.tokenizer.max_length)
+                        ffn_dim=4 * t.hidden_dim,
+                        max_length=int(_preprocess_summary(cfg).get("max_length")
+                                       or cfg.tokenizer.max_length or 512))
     elif name == "minilm":
         spec.update(freeze_encoder=t.freeze_encoder, pretrained=pretrained)
     return spec
+
+
+def _preprocess_summary(cfg: Config) -> dict[str, Any]:
+    path = cfg.out / "manifest.json"
+    summary: dict[str, Any] = read_json(path).get("preprocess", {}) if path.exists() else {}
+    return summary
+
+
+def rank_batch_size(cfg: Config, n_train: int) -> int:
+    """``train.batch_size``, lowered on small data so that each rank still takes
+    ``train.min_steps_per_epoch`` optimizer steps an epoch (never below 8 rows)."""
+    t = cfg.train
+    if n_train <= 0:
+        return t.batch_size
+    per_step = n_train // (t.num_processes * t.grad_accum_steps * max(t.min_steps_per_epoch, 1))
+    return max(1, min(t.batch_size, max(8, per_step)))
 
 
 def _use_gpu(spark: SparkSession, cfg: Config) -> bool:
@@ -123,8 +145,7 @@ def check_resources(spark: SparkSession, cfg: Config, use_gpu: bool) -> int:
 def _class_weights(cfg: Config, labels: list[str]) -> list[float] | None:
     if not (cfg.train.class_weights and labels):
         return None
-    dist_ = read_json(cfg.out / "manifest.json").get("preprocess", {}).get(
-        "label_distribution", {})
+    dist_ = _preprocess_summary(cfg).get("label_distribution", {})
     total = sum(dist_.values())
     return [total / (len(labels) * max(dist_.get(lab, 1), 1)) for lab in labels]
 
@@ -163,13 +184,16 @@ def train_params(spark: SparkSession, cfg: Config, use_gpu: bool, threads: int
     t = cfg.train
     out = cfg.out
     labels = read_json(out / "model" / "labels.json")
+    n_train = int(_preprocess_summary(cfg).get("rows_per_split", {}).get("train", 0))
+    spec = model_spec(cfg, pretrained=True)
     return {
         "pre_dir": str((out / "preprocessed").resolve()),
         "model_dir": str((out / "model").resolve()),
-        "spec": model_spec(cfg, pretrained=True),
+        "spec": spec, "select_by": t.select_by,
+        "target_std": spec.get("target_std", 1.0),
         "inputs": ["input_ids", "attention_mask"] if cfg.is_text else ["features"],
         "task": "regression" if cfg.is_regression else "classification",
-        "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
+        "epochs": t.epochs, "batch_size": rank_batch_size(cfg, n_train), "lr": t.lr,
         "weight_decay": t.weight_decay, "warmup_ratio": t.warmup_ratio,
         "grad_clip": t.grad_clip, "seed": t.seed, "patience": t.early_stopping_patience,
         "class_weights": _class_weights(cfg, labels), "threads": threads, "use_cuda": use_gpu,
@@ -246,6 +270,9 @@ def run_train(spark: SparkSession, cfg: Config, *,
                "local_mode": t.local_mode, "use_gpu": use_gpu, "loader": t.loader,
                "fsdp": t.fsdp, "grad_accum_steps": t.grad_accum_steps,
                "epochs_run": len(result["history"]),
+               "kept_epoch": result.get("kept_epoch"), "kept_reason": result.get("kept_reason"),
+               "stop_reason": result.get("stop_reason"), "select_by": result.get("select_by"),
+               "batch_size_per_rank": params["batch_size"],
                "resumed_from_epoch": result.get("resumed_from_epoch"), "restarts": restarts,
                "steps_per_epoch": result.get("steps_per_epoch"),
                "param_numel": result.get("param_numel"),
@@ -253,6 +280,8 @@ def run_train(spark: SparkSession, cfg: Config, *,
                "best_val_metric": result["best_val_metric"], "history": result["history"]}
     update_manifest(out, "train", summary,
                     [model_dir / BEST_WEIGHTS, model_dir / "model.json"])
+    log.info("train: kept epoch %s of %d (%s); stopped: %s", summary["kept_epoch"],
+             summary["epochs_run"], summary["kept_reason"], summary["stop_reason"])
     return summary
 
 

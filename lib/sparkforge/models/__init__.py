@@ -42,7 +42,7 @@ _REQUIRED = object()
 # Per model: every accepted spec key and its default (_REQUIRED: must be given).
 _SPEC_KEYS: dict[str, dict[str, Any]] = {
     "mlp": {"num_outputs": _REQUIRED, "input_dim": _REQUIRED, "hidden_dim": 128,
-            "dropout": 0.1, "activation": "relu"},
+            "dropout": 0.1, "activation": "relu", "target_mean": 0.0, "target_std": 1.0},
     "embedding_bag": {"num_outputs": _REQUIRED, "vocab_size": _REQUIRED, "embed_dim": 128,
                       "hidden_dim": 128, "dropout": 0.1, "pad_id": 0, "bigram_buckets": 0},
     "transformer": {"num_outputs": _REQUIRED, "vocab_size": _REQUIRED, "hidden_dim": 128,

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa  # Arrow UDF type hints are resolved at runtime
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
     from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,19 @@ def _configure(tok: Tokenizer, max_length: int) -> Tokenizer:
     tok.enable_padding(length=max_length, pad_id=0 if pad_id is None else pad_id,
                        pad_token="[PAD]")
     return tok
+
+
+def choose_max_length(tok: Tokenizer, texts: list[str], cap: int, percentile: float = 95.0
+                      ) -> int:
+    """Token length that covers ``percentile`` % of ``texts`` (a train sample), rounded up
+    to a multiple of 8 and kept within [16, cap]; ``tok`` is left configured for it."""
+    tok.no_truncation()
+    tok.no_padding()
+    lengths = [len(e.ids) for e in tok.encode_batch(texts)] or [16]
+    want = int(np.ceil(np.percentile(lengths, percentile) / 8.0) * 8)
+    length = max(16, min(cap, want))
+    _configure(tok, length)
+    return length
 
 
 def load_pretrained(max_length: int) -> Tokenizer:
@@ -157,6 +170,21 @@ def _batch_encoder(key: str, doc: str) -> _BatchEncoder:
         log.info("loaded tokenizer %s in worker (vocab %d)", key[:12],
                  enc.tok.get_vocab_size())
     return enc
+
+
+def dedupe_key(text: Column) -> Column:
+    """The text as the dedupe key sees it: NFKC, case-folded, whitespace collapsed, so
+    copies that differ only in case, spacing or Unicode form are one text (an Arrow UDF:
+    Spark SQL has no NFKC)."""
+    from pyspark.sql.functions import arrow_udf
+
+    @arrow_udf("string")  # type: ignore[call-overload]
+    def _key(texts: pa.Array) -> pa.Array:
+        return pa.array([None if t is None else
+                         " ".join(unicodedata.normalize("NFKC", t).casefold().split())
+                         for t in texts.to_pylist()], pa.string())
+
+    return _key(text)
 
 
 def tokenize_df(df: DataFrame, tokenizer_json: str, text_col: str = "text",

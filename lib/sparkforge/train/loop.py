@@ -40,6 +40,15 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Any:
     return f
 
 
+def selection_score(record: dict[str, Any], select_by: str) -> float:
+    """Higher is better: -validation loss, or the validation metric (accuracy / -RMSE);
+    the training loss stands in when validation fold 0 has no rows."""
+    if select_by == "metric":
+        return float(record["val_metric"])
+    loss = float(record["val_loss"])
+    return -(float(record["train_loss"]) if math.isnan(loss) else loss)
+
+
 def _seed_all(seed: int) -> None:
     import torch
 
@@ -157,8 +166,8 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from sparkforge.models import build_model
     from sparkforge.data.prepare import FOLD, SELECT_FOLD
+    from sparkforge.models import build_model
     from sparkforge.train.loader import (
         PAD_KEY,
         ArrowLoader,
@@ -234,6 +243,8 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
 
     start_epoch, best, bad_epochs = 0, -math.inf, 0
     history: list[dict[str, Any]] = []
+    select_by = str(params.get("select_by", "loss"))
+    kept: dict[str, Any] | None = None
     if resume_dir is not None:
         if fsdp:
             from torch.distributed.checkpoint.state_dict import (
@@ -253,6 +264,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         start_epoch, best = int(state["epoch"]) + 1, float(state["best"])
         bad_epochs = int(state["bad_epochs"])
         history = list(state.get("history", []))
+        kept = next((r for r in history if r["epoch"] == state.get("kept_epoch")), None)
         if rank == 0:
             print(f"[sparkforge] resuming after epoch {start_epoch - 1} from {resume_dir}",
                   flush=True)
@@ -281,9 +293,15 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         with amp:
             return net(*xs).float()
 
+    # Regression: the model predicts in the target's units (its last layer maps back from
+    # the standardised scale), and the loss is taken on the standardised scale, so the
+    # same learning rate works for targets in units, thousands or millions.
+    target_var = float(params.get("target_std") or 1.0) ** 2
+
     def loss_of(out: Any, y: Any, reduction: str = "mean") -> Any:
         if regression:
-            return torch.nn.functional.mse_loss(out.squeeze(-1), y.float(), reduction=reduction)
+            return torch.nn.functional.mse_loss(out.squeeze(-1), y.float(),
+                                                reduction=reduction) / target_var
         return torch.nn.functional.cross_entropy(out, y.long(), weight=weight,
                                                  reduction=reduction)
 
@@ -313,7 +331,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
                                                         reduction="none") if regression
                            else torch.nn.functional.cross_entropy(out, y.long(),
                                                                   reduction="none"))
-                sums[0] += float(per_row[keep].sum())
+                sums[0] += float(per_row[keep].sum()) / (target_var if regression else 1.0)
                 sums[3] += float(keep.sum())
                 if regression:
                     sums[2] += float(per_row[keep].sum())
@@ -409,9 +427,12 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         else:
             rngs = [_rng_state()]
         if rank == 0:
-            metric = record["val_metric"]
-            if metric > best:
-                best, bad_epochs = metric, 0
+            score = selection_score(record, select_by)
+            record["selection_score"] = score
+            if score >= best:
+                # Ties go to the later epoch: it has seen more data for the same score.
+                bad_epochs = 0 if score > best else bad_epochs + 1
+                best, kept = score, record
                 save_best(weights)
             else:
                 bad_epochs += 1
@@ -420,6 +441,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
             checkpoint.save(ckpt_root, epoch, weights, {
                 "optimizer": optim, "scheduler": sched.state_dict(), "rng": rngs,
                 "epoch": epoch, "best": best, "bad_epochs": bad_epochs, "history": history,
+                "kept_epoch": kept["epoch"] if kept else None,
                 "fsdp": fsdp, "world": world, "spec": dict(params["spec"])})
             stop = bad_epochs >= int(params["patience"])
             print(f"[sparkforge] epoch {epoch}: train_loss={record['train_loss']:.4f} "
@@ -436,8 +458,18 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     if world > 1:
         numel = [0] * world
         dist.all_gather_object(numel, _local_numel(model))
+    if history and history[-1]["epoch"] < epochs - 1:
+        stop_reason = (f"early stopping: no better validation {select_by} for "
+                       f"{params['patience']} epochs")
+    else:
+        stop_reason = f"reached train.epochs={epochs}"
     return finish_rank({
-        "history": history, "best_val_metric": best, "resumed_from_epoch": resumed_from,
+        "history": history, "best_val_metric": kept["val_metric"] if kept else best,
+        "kept_epoch": kept["epoch"] if kept else None,
+        "kept_reason": (f"best validation {select_by} (fold {SELECT_FOLD} of val; ties to the "
+                        "later epoch)"),
+        "stop_reason": stop_reason, "select_by": select_by,
+        "resumed_from_epoch": resumed_from,
         "steps_per_epoch": steps_per_epoch, "world_size": world, "fsdp": fsdp,
         "loader": params.get("loader", "arrow"), "grad_accum_steps": accum,
         "param_numel": full_numel, "param_numel_per_rank": numel,
