@@ -193,7 +193,7 @@ def transform_pandas(pdf: pd.DataFrame, stats: dict[str, Any]) -> tuple[Any, Any
     """(features float32[N, dim], flags bool[N] of rows with a value outside the
     vocabulary, which went to a hashed bucket) for a pandas batch."""
     numeric = {c: pdf[c].astype("float64").to_numpy() for c in stats["numeric"]}
-    categorical = {}
+    categorical: dict[str, tuple[np.ndarray, Sequence[Any]]] = {}
     for c in stats["categorical"]:
         codes, uniques = pd.factorize(pdf[c], use_na_sentinel=True)
         categorical[c] = (codes, list(uniques))
@@ -234,6 +234,6 @@ def transform(df: DataFrame, stats: dict[str, Any], keep: list[str] | None = Non
 
     # Real types, not the postponed strings: Spark reads the UDF kind from the hints.
     _encode_arrow.__annotations__ = {"arrays": pa.Array, "return": pa.Array}
-    udf = arrow_udf(_encode_arrow, "array<float>")
+    udf = arrow_udf(_encode_arrow, "array<float>")  # type: ignore[call-overload]
     rest = [c for c in df.columns if c not in cols or c in (keep or [])]
     return df.select(*rest, udf(*[F.col(c) for c in cols]).alias("features"))
