@@ -119,3 +119,23 @@ def test_rare_values_carry_signal(wide_run) -> None:  # type: ignore[no-untyped-
     acc_tail_coarse = (coarse.predict(vocab_only[tail]) == y[tail]).mean()
     assert acc_tail > 0.6
     assert acc_tail > acc_tail_coarse + 0.05
+
+
+def test_drift_profile_counts_every_column_in_one_job(spark) -> None:  # type: ignore[no-untyped-def]
+    """Bin and category fractions equal those counted with pandas (nulls included)."""
+    from sparkforge.metrics.drift import profile
+
+    rng = np.random.default_rng(5)
+    n = 400
+    pdf = pd.DataFrame({"x": rng.normal(0, 1, n), "c": rng.choice(["a", "b", "c", "d"], n)})
+    pdf.loc[rng.random(n) < 0.1, "x"] = None
+    pdf.loc[rng.random(n) < 0.1, "c"] = None
+    edges = [-1.0, 0.0, 1.0]
+    got = profile(spark.createDataFrame(pdf), {"x": edges}, ["c"], max_categories=3)
+    x = pdf["x"].to_numpy()
+    bins = [np.sum(x < -1), np.sum((x >= -1) & (x < 0)), np.sum((x >= 0) & (x < 1)),
+            np.sum(x >= 1), np.sum(np.isnan(x))]
+    assert got["x"]["fractions"] == pytest.approx([b / n for b in bins])
+    vc = pdf["c"].fillna("\u2400").value_counts()
+    top = sorted(vc.items(), key=lambda kv: (-kv[1], kv[0] != "\u2400", kv[0]))[:3]
+    assert got["c"]["fractions"] == pytest.approx({v: k / n for v, k in top})
