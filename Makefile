@@ -25,7 +25,7 @@ PST_TESTS := tests/spark/test_train_petastorm.py
 
 .PHONY: setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
 	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train \
-	bench-quality \
+	bench-quality bench-preprocess \
 	cluster-up cluster-down
 
 setup: $(STAMP)
@@ -97,7 +97,7 @@ test-slow: setup
 
 # Side-by-side ratio benchmarks; each rewrites its own section of BENCHMARKS.md.
 # bench-compress and bench-train read the demo runs (`make demo` first).
-bench: bench-tokenize bench-score bench-compress bench-train
+bench: bench-tokenize bench-score bench-compress bench-train bench-preprocess
 
 bench-tokenize: setup demo-data
 	$(BIN)/python -m benchmarks.bench_tokenize --rows 1000000 --repeat 3
@@ -121,6 +121,9 @@ $(BENCH_DATA_STAMP): $(STAMP) Makefile
 # BENCH_QUALITY_ARGS: e.g. `--only digits --quick --rows-cap 500` for a smoke run.
 bench-quality: setup $(BENCH_DATA_STAMP)
 	$(BIN)/python -m benchmarks.bench_quality $(BENCH_QUALITY_ARGS)
+
+bench-preprocess: setup
+	$(BIN)/python -m benchmarks.bench_preprocess --rows 300000 --cols 40 --repeat 3
 
 lint: setup
 	$(BIN)/ruff check lib tests spark_jobs benchmarks notebooks scripts

@@ -1,32 +1,93 @@
 """Tabular encoding: statistics fitted on the train split only, applied identically later.
 
-Numeric columns: mean imputation and standardization. Categorical columns: one-hot
-over the most frequent train categories plus an unknown bucket. The fitted state is
-a small JSON document (``model/preprocessor.json``) shipped to executors in the UDF
-closure; scoring re-applies the same document.
+Numeric columns: mean imputation and standardization. Categorical columns, whatever
+their cardinality: one-hot over the most frequent train values (the vocabulary, at most
+``max_categories``), then a few hashed buckets that every other value falls into (rare
+train values and values never seen in training alike, by a fixed hash of the value, so
+the same value always lands in the same bucket), then one slot for nulls. No value ever
+needs quarantining at scoring, and rare values still carry signal through their bucket.
+
+The fitted state is a small JSON document (``model/preprocessor.json``) shipped to
+executors in the UDF closure; scoring re-applies the same document.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd  # pandas UDF type hints are resolved at runtime
+import pandas as pd  # transform_pandas takes and the tests build pandas frames
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    import numpy as np
+    from pyspark.sql import Column, DataFrame
 
 log = logging.getLogger(__name__)
 
-MAX_CATEGORIES = 64  # per column; the rest share the unknown bucket
+# Measured on a 300-value column with signal (3,000 rows, logistic regression, 5 seeds;
+# see the encode report): one-hot of the top 64 + 1 "other" bucket 0.57 accuracy, top 64 +
+# 16 hashed buckets 0.61, top 128 + 1 bucket 0.64, top 128 + 16 hashed 0.68, all 300
+# values 0.83. The vocabulary is where the signal is; the buckets keep some of it for the
+# tail at a small, fixed width per column (the features are dense, one float per slot).
+MAX_CATEGORIES = 128  # one-hot vocabulary per column
+HASH_BUCKETS = 16     # hashed buckets per column for values outside the vocabulary
+ENCODING = "top_k_one_hot+hashed_tail+null_slot"
+HASH = "crc32(utf-8 value) mod buckets"
+
+
+def value_counts(df: DataFrame, columns: dict[str, Column], limit: int,
+                 skip_nulls: bool = False) -> dict[str, dict[str, Any]]:
+    """Value counts of several columns in ONE Spark job (one scan, one small shuffle).
+
+    Per name: ``top``, the ``limit`` most frequent values as (value, count), by count
+    descending then value (nulls are None; with ``skip_nulls`` they never take a top
+    place); ``distinct`` values (null included), ``rows`` and ``nulls``. Only the top
+    values and three numbers per column reach the driver, never a column."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    names = list(columns)
+    if not names:
+        return {}
+    pairs = F.array(*[F.struct(F.lit(i).alias("c"), col.cast("string").alias("v"))
+                      for i, col in enumerate(columns.values())])
+    counts = (df.select(F.explode(pairs).alias("x")).select("x.c", "x.v")
+              .groupBy("c", "v").count())
+    order = ([F.col("v").isNull()] if skip_nulls else []) + [F.desc("count"),
+                                                           F.asc_nulls_first("v")]
+    by_col = Window.partitionBy("c")
+    ranked = counts.select(
+        "c", "v", "count", F.row_number().over(by_col.orderBy(*order)).alias("r"),
+        F.count(F.lit(1)).over(by_col).alias("distinct"),
+        F.sum("count").over(by_col).alias("rows"),
+        F.sum(F.when(F.col("v").isNull(), F.col("count")).otherwise(0)).over(by_col)
+        .alias("nulls"))
+    out: dict[str, dict[str, Any]] = {
+        n: {"top": [], "distinct": 0, "rows": 0, "nulls": 0} for n in names}
+    for r in sorted(ranked.filter(F.col("r") <= limit).collect(), key=lambda r: (r.c, r.r)):
+        o = out[names[r.c]]
+        o.update(distinct=int(r.distinct), rows=int(r.rows), nulls=int(r.nulls))
+        if not (skip_nulls and r.v is None):
+            o["top"].append((r.v, int(r["count"])))
+    return out
 
 
 def fit(train: DataFrame, numeric: list[str], categorical: list[str],
-        max_categories: int = MAX_CATEGORIES) -> dict[str, Any]:
-    """Fit on ``train`` (the train split only, so val/test statistics never leak in)."""
+        max_categories: int = MAX_CATEGORIES, hash_buckets: int = HASH_BUCKETS
+        ) -> dict[str, Any]:
+    """Fit on ``train`` (the train split only, so val/test statistics never leak in).
+
+    Two Spark jobs whatever the number of columns: one aggregation for the numeric
+    statistics, one value count for all categorical columns."""
     from pyspark.sql import functions as F
 
-    stats: dict[str, Any] = {"numeric": {}, "categorical": {}}
+    if max_categories < 0 or hash_buckets < 1:
+        raise ValueError(f"max_categories={max_categories}, hash_buckets={hash_buckets}: "
+                         "use max_categories >= 0 and hash_buckets >= 1")
+    stats: dict[str, Any] = {"numeric": {}, "categorical": {}, "categorical_buckets": {},
+                             "categorical_counts": {}}
     if numeric:
         aggs = []
         for c in numeric:
@@ -37,24 +98,73 @@ def fit(train: DataFrame, numeric: list[str], categorical: list[str],
             mean = row[f"m_{c}"] if row[f"m_{c}"] is not None else 0.0
             std = row[f"s_{c}"] or 0.0
             stats["numeric"][c] = {"mean": float(mean), "std": float(std) if std > 0 else 1.0}
+    counts = value_counts(train, {c: F.col(c) for c in categorical}, max_categories,
+                          skip_nulls=True)
     for c in categorical:
-        # Bounded: the top categories of one column, never the column itself.
-        top = (train.groupBy(c).count().orderBy(F.desc("count"), F.asc(c))
-               .limit(max_categories).collect())
-        stats["categorical"][c] = [r[c] for r in top if r[c] is not None]
+        vc = counts[c]
+        vocab = [v for v, _ in vc["top"]]
+        tail_values = vc["distinct"] - (1 if vc["nulls"] else 0) - len(vocab)
+        tail_rows = vc["rows"] - vc["nulls"] - sum(n for _, n in vc["top"])
+        stats["categorical"][c] = vocab
+        # A column whose train values all fit the vocabulary needs only one bucket (for
+        # values first seen at scoring); otherwise as many as the tail can fill.
+        stats["categorical_buckets"][c] = max(1, min(hash_buckets, tail_values))
+        stats["categorical_counts"][c] = {
+            "kept_values": len(vocab), "hashed_values": tail_values,
+            "hashed_rows": tail_rows, "null_rows": vc["nulls"], "rows": vc["rows"]}
+    stats["encoding"] = {"categorical": ENCODING, "max_categories": max_categories,
+                         "hash_buckets": hash_buckets, "hash": HASH}
     stats["dim"] = feature_dim(stats)
+    hashed = {c: n for c, n in stats["categorical_counts"].items() if n["hashed_values"]}
+    if hashed:
+        log.info("categorical values beyond the %d most frequent go to hashed buckets: %s",
+                 max_categories, {c: (n["hashed_values"], n["hashed_rows"])
+                                  for c, n in hashed.items()})
     return stats
 
 
+def _block(stats: dict[str, Any], c: str) -> tuple[int, int | None]:
+    """(hashed buckets, null slot offset or None) of categorical column ``c``'s block.
+
+    Files written before the hashed tail have no ``categorical_buckets``: one unknown
+    bucket after the vocabulary that nulls share (so they still encode as they did)."""
+    k = len(stats["categorical"][c])
+    buckets = stats.get("categorical_buckets", {}).get(c)
+    return (1, None) if buckets is None else (int(buckets), k + int(buckets))
+
+
 def feature_dim(stats: dict[str, Any]) -> int:
-    return len(stats["numeric"]) + sum(len(v) + 1 for v in stats["categorical"].values())
+    dim = len(stats["numeric"])
+    for c, cats in stats["categorical"].items():
+        buckets, null_slot = _block(stats, c)
+        dim += len(cats) + buckets + (0 if null_slot is None else 1)
+    return dim
 
 
-def transform_pandas(pdf: pd.DataFrame, stats: dict[str, Any]) -> tuple[Any, Any]:
-    """(features float32[N, dim], unknown-category flags bool[N]) for a pandas batch."""
+def bucket_of(value: str, buckets: int) -> int:
+    """Hashed bucket of a value outside the vocabulary: a fixed hash (not Python's
+    per-process ``hash``), so training and every scoring run agree."""
+    return zlib.crc32(value.encode("utf-8")) % buckets
+
+
+def _positions(codes: np.ndarray, uniques: Sequence[Any], vocab: dict[str, int],
+               buckets: int, null_pos: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slot within the block of each row from factorized values (codes < 0 = null), and
+    whether it is outside the vocabulary; Python work is per distinct value, not per row."""
     import numpy as np
 
-    n = len(pdf)
+    k = len(vocab)
+    upos = np.array([vocab[u] if u in vocab else k + bucket_of(str(u), buckets)
+                     for u in (str(x) for x in uniques)] + [null_pos], dtype=np.int64)
+    pos = upos[np.where(codes < 0, len(uniques), codes)]
+    return pos, (codes >= 0) & (pos >= k) & (pos != null_pos)
+
+
+def _encode(numeric: dict[str, np.ndarray],
+            categorical: dict[str, tuple[np.ndarray, Sequence[Any]]], n: int,
+            stats: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     out = np.zeros((n, stats["dim"]), dtype=np.float32)
     unknown = np.zeros(n, dtype=bool)
     j = 0
@@ -62,37 +172,68 @@ def transform_pandas(pdf: pd.DataFrame, stats: dict[str, Any]) -> tuple[Any, Any
     # this is the one order that survives the round trip to scoring.
     for c in sorted(stats["numeric"]):
         s = stats["numeric"][c]
-        v = pdf[c].astype("float64").to_numpy()
-        v = np.where(np.isnan(v), s["mean"], v)
-        out[:, j] = (v - s["mean"]) / s["std"]
+        v = numeric[c]
+        out[:, j] = (np.where(np.isnan(v), s["mean"], v) - s["mean"]) / s["std"]
         j += 1
+    rows = np.arange(n)
     for c in sorted(stats["categorical"]):
         cats = stats["categorical"][c]
-        index = {v: i for i, v in enumerate(cats)}
-        vals = pdf[c].tolist()
-        # Unknown bucket at the end of this column's block; nulls count as unknown too.
-        pos = np.array([index.get(v, len(cats)) for v in vals], dtype=np.int64)
-        unknown |= np.array([v is not None and v not in index for v in vals], dtype=bool)
-        out[np.arange(n), j + pos] = 1.0
-        j += len(cats) + 1
+        buckets, null_slot = _block(stats, c)
+        null_pos = len(cats) if null_slot is None else null_slot
+        codes, uniques = categorical[c]
+        pos, outside = _positions(codes, uniques, {v: i for i, v in enumerate(cats)},
+                                  buckets, null_pos)
+        unknown |= outside
+        out[rows, j + pos] = 1.0
+        j += len(cats) + buckets + (0 if null_slot is None else 1)
     return out, unknown
+
+
+def transform_pandas(pdf: pd.DataFrame, stats: dict[str, Any]) -> tuple[Any, Any]:
+    """(features float32[N, dim], flags bool[N] of rows with a value outside the
+    vocabulary, which went to a hashed bucket) for a pandas batch."""
+    numeric = {c: pdf[c].astype("float64").to_numpy() for c in stats["numeric"]}
+    categorical: dict[str, tuple[np.ndarray, Sequence[Any]]] = {}
+    for c in stats["categorical"]:
+        codes, uniques = pd.factorize(pdf[c], use_na_sentinel=True)
+        categorical[c] = (codes, list(uniques))
+    return _encode(numeric, categorical, len(pdf), stats)
 
 
 def transform(df: DataFrame, stats: dict[str, Any], keep: list[str] | None = None
               ) -> DataFrame:
     """Replace the raw feature columns (but those in ``keep``) by one ``features``
-    array<float> column."""
+    array<float> column.
+
+    An Arrow UDF: values are dictionary-encoded in Arrow, the matrix is filled with
+    numpy, and the list column is built around its buffer without a Python object per
+    row or per value."""
     from pyspark.sql import functions as F
-    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.functions import arrow_udf
 
     cols = sorted(stats["numeric"]) + sorted(stats["categorical"])
+    n_num = len(stats["numeric"])
 
-    @pandas_udf("array<float>")  # type: ignore[call-overload]
-    def _encode(*series: pd.Series) -> pd.Series:
-        pdf = pd.concat(series, axis=1, keys=cols)
-        feats, _ = transform_pandas(pdf, stats)
-        return pd.Series(list(feats))
+    def _encode_arrow(*arrays: Any) -> Any:
+        import numpy as np
+        import pyarrow as pa
 
+        n = len(arrays[0]) if arrays else 0
+        numeric = {c: a.cast(pa.float64()).to_numpy(zero_copy_only=False)
+                   for c, a in zip(cols[:n_num], arrays[:n_num], strict=True)}
+        categorical = {}
+        for c, a in zip(cols[n_num:], arrays[n_num:], strict=True):
+            d = a.cast(pa.string()).dictionary_encode()
+            codes = d.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            categorical[c] = (codes, d.dictionary.to_pylist())
+        feats, _ = _encode(numeric, categorical, n, stats)
+        offsets = np.arange(0, (n + 1) * stats["dim"], stats["dim"], dtype=np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(feats.reshape(-1)))
+
+    import pyarrow as pa
+
+    # Real types, not the postponed strings: Spark reads the UDF kind from the hints.
+    _encode_arrow.__annotations__ = {"arrays": pa.Array, "return": pa.Array}
+    udf = arrow_udf(_encode_arrow, "array<float>")  # type: ignore[call-overload]
     rest = [c for c in df.columns if c not in cols or c in (keep or [])]
-    return df.select(*rest, _encode(*[F.col(c) for c in cols]).alias("features"))
-
+    return df.select(*rest, udf(*[F.col(c) for c in cols]).alias("features"))

@@ -138,6 +138,10 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         encoded = features.transform(kept, fitted)
         artifacts = [model_dir / "preprocessor.json", model_dir / "labels.json"]
         stats["feature_dim"] = fitted["dim"]
+        # How categorical values were encoded: the vocabulary kept per column, and the
+        # values (and train rows) that went to hashed buckets instead.
+        stats["categorical_encoding"] = {**fitted["encoding"],
+                                         "columns": fitted["categorical_counts"]}
         if cfg.is_regression:
             # Train-split mean and spread of the target: the model learns it standardised.
             row = (kept.filter(F.col("split") == "train")
@@ -156,12 +160,17 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     encoded.write.mode("overwrite").partitionBy("split").parquet(str(pre_path))
 
     written = spark.read.parquet(str(pre_path))
-    per_split = {r["split"]: r["count"] for r in written.groupBy("split").count().collect()}
+    # One small job for both tallies (split x label), not one per tally.
+    tally = written.groupBy("split", *(["label"] if labels else [])).count().collect()
+    per_split: dict[str, int] = {}
+    label_dist: dict[str, int] = {}
+    for r in tally:
+        per_split[r["split"]] = per_split.get(r["split"], 0) + r["count"]
+        if labels:
+            label_dist[r["label"]] = label_dist.get(r["label"], 0) + r["count"]
     if cfg.is_text:
         stats.update(_text_stats(written.filter(F.col("split") == "train"),
                                  stats["max_length"], unk))
-    label_dist = ({r["label"]: r["count"] for r in written.groupBy("label").count().collect()}
-                  if labels else {})
     train_rows = written.filter(F.col("split") == "train")
     reference = drift_reference(train_rows if not cfg.is_text else with_token_count(train_rows),
                                 [N_TOKENS] if cfg.is_text else prep.numeric_columns,

@@ -37,28 +37,27 @@ def numeric_edges(df: DataFrame, cols: list[str], n_bins: int = N_BINS) -> dict[
 
 def profile(df: DataFrame, numeric: dict[str, list[float]], categorical: list[str],
             max_categories: int = 50) -> dict[str, Any]:
-    """Fractions per bin / category for each column of ``df``."""
+    """Fractions per bin / category for each column of ``df``: one Spark job for all
+    columns (bin indices and categories counted together), whatever their number."""
     from pyspark.sql import functions as F
 
+    from sparkforge.features import value_counts
+
+    exprs = {c: _bucket(F.col(c).cast("double"), edges) for c, edges in numeric.items()}
+    exprs.update({f"\u0001{c}": F.col(c) for c in categorical})  # numeric names may clash
+    limit = max([max_categories + 1] + [len(e) + 2 for e in numeric.values()])
+    counts = value_counts(df, exprs, limit)
     out: dict[str, Any] = {}
-    if numeric:
-        aggs = [F.count(F.lit(1)).alias("_n")]
-        for c, edges in numeric.items():
-            b = _bucket(F.col(c).cast("double"), edges)
-            aggs += [F.sum((b == i).cast("long")).alias(f"{c}\u0001{i}")
-                     for i in range(len(edges) + 2)]
-        row = df.agg(*aggs).first()
-        assert row is not None
-        n = max(int(row["_n"]), 1)
-        for c, edges in numeric.items():
-            counts = [int(row[f"{c}\u0001{i}"] or 0) for i in range(len(edges) + 2)]
-            out[c] = {"kind": "numeric", "edges": edges, "fractions": [k / n for k in counts]}
+    for c, edges in numeric.items():
+        vc = counts[c]
+        n = max(vc["rows"], 1)
+        by_bin = {int(v): k for v, k in vc["top"]}
+        out[c] = {"kind": "numeric", "edges": edges,
+                  "fractions": [by_bin.get(i, 0) / n for i in range(len(edges) + 2)]}
     for c in categorical:
-        rows = (df.groupBy(F.col(c).cast("string").alias("v")).count()
-                .orderBy(F.desc("count")).limit(max_categories + 1).collect())
-        total = df.count() if len(rows) > max_categories else sum(r["count"] for r in rows)
-        fr = {("\u2400" if r["v"] is None else r["v"]): r["count"] / max(total, 1)
-              for r in rows[:max_categories]}
+        vc = counts[f"\u0001{c}"]
+        total = max(vc["rows"], 1)
+        fr = {("\u2400" if v is None else v): k / total for v, k in vc["top"][:max_categories]}
         out[c] = {"kind": "categorical", "fractions": fr}
     return out
 
