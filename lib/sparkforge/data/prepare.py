@@ -299,8 +299,17 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
                      256)
     df = df.withColumn("_content", content)
     same = Window.partitionBy("_content", REASON)
+    # Rows of one partition share their content columns, so only the other columns (the
+    # id, the label, columns the model does not see) can tell them apart: ordering by
+    # those alone numbers repeats deterministically without sorting every row on all of
+    # its columns (the costliest step of preprocess on wide tables).
+    content_names = {d.text_column} if cfg.is_text else set(feats)
+    order = [F.col(c) for c in original if c not in content_names]
+    if cfg.is_text:  # near-copies share the key but not the raw text
+        order.append(F.col(str(d.text_column)))
+    order = order or [F.col("_content")]  # an unlabeled table of features only
     occurrence = F.row_number().over(same.orderBy(
-        *([F.col(d.id_column)] if d.id_column else []), *[F.col(c) for c in original]))
+        *([F.col(d.id_column)] if d.id_column else []), *order))
     df = df.withColumn("_occ", occurrence)
     if fitted is None and not cfg.is_regression:
         # The same features with different labels: no rule can say which is right, and
