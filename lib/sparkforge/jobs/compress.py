@@ -558,7 +558,8 @@ def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
                  "gate_rows": gate_desc, "variants": figures,
                  "paths": {n: str(p.relative_to(out)) for n, p in measured.items()}}
     write_json_atomic(cdir / "selection.json", selection)
-    update_manifest(out, "compress", selection, list(measured.values()))
+    update_manifest(out, "compress", selection,
+                    [*measured.values(), cdir / "selection.json"])
     print(format_table(figures, chosen), flush=True)
     return selection
 
