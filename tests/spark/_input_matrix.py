@@ -59,7 +59,7 @@ def expected(kind: str) -> tuple[int, dict[str, int]]:
             reasons["null_label"] += 1
         elif kind == "text" and not r["text"]:
             reasons["empty_text"] += 1
-        elif content in seen:
+        elif content in seen and kind == "text":  # tabular repeats are kept (dedupe auto)
             reasons["duplicate"] += 1
         else:
             seen.add(content)
