@@ -90,7 +90,9 @@ def train_rows() -> list[int]:
 
 def config(root: Path, text: bool = False, **train: Any) -> Config:
     defaults: dict[str, Any] = {"num_processes": 2, "epochs": 2, "batch_size": 16, "lr": 3e-2,
-                                "hidden_dim": 32, "early_stopping_patience": 5}
+                                "hidden_dim": 32, "early_stopping_patience": 5,
+                                # the batch as given: these tests count steps of 16 rows
+                                "min_steps_per_epoch": 1}
     return Config(
         task="text_classification" if text else "tabular_classification",
         data=DataConfig(input="unused.csv", text_column="text" if text else None),
