@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparkforge.artifacts import read_json, sha256_file, write_json_atomic
+from sparkforge.artifacts import read_json, record_artifacts, sha256_file, write_json_atomic
 from sparkforge.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +71,7 @@ def _fit(cfg: Any) -> None:
              batch_size=32)
     save_weights(model, cfg.out / "model" / BEST_WEIGHTS)
     write_json_atomic(cfg.out / "model" / "model.json", spec)
+    record_artifacts(cfg.out, [cfg.out / "model" / BEST_WEIGHTS, cfg.out / "model" / "model.json"])
 
 
 def test_compress_builds_measures_and_gates_every_variant(
@@ -218,6 +219,17 @@ def test_a_poor_neural_model_is_replaced_by_the_baseline_and_its_scores_are_skle
     torch.manual_seed(0)
     save_weights(build_model(spec), out / "model" / BEST_WEIGHTS)  # untrained weights
     write_json_atomic(out / "model" / "model.json", spec)
+    record_artifacts(out, [out / "model" / BEST_WEIGHTS, out / "model" / "model.json"])
+    # Weights changed after training are refused before anything is exported (compress
+    # used to load them unchecked).
+    from sparkforge.artifacts import ArtifactError
+
+    weights = out / "model" / BEST_WEIGHTS
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(ArtifactError, match="model.safetensors"):
+        run_compress(spark, cfg)
+    weights.write_bytes(good)
 
     with caplog.at_level("WARNING", logger="sparkforge.jobs.compress"):
         selection = run_compress(spark, cfg)

@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sparkforge.artifacts import read_json, sha256_file, update_manifest, write_json_atomic
+from sparkforge.artifacts import (
+    read_json,
+    read_verified_json,
+    sha256_file,
+    update_manifest,
+    verify_artifact,
+    write_json_atomic,
+)
 from sparkforge.compress.gate import FP32, LINEAR, select_variant
 from sparkforge.config import Config, ConfigError
 
@@ -61,7 +68,10 @@ def load_trained(cfg: Config) -> tuple[Any, dict[str, Any]]:
     if not (model_dir / "model.json").exists():
         raise ConfigError(f"output.dir={str(cfg.out)!r}: no trained model in {model_dir}; "
                           "run `sparkforge train` with this config first")
-    spec = read_json(model_dir / "model.json")
+    # Both checked against the sha256 train recorded: compress must not export (and the
+    # gate must not bless) weights that changed after training.
+    spec = read_verified_json(cfg.out, model_dir / "model.json")
+    verify_artifact(cfg.out, model_dir / BEST_WEIGHTS)
     model = build_model(spec)
     load_weights(model, model_dir / BEST_WEIGHTS)
     model.eval()
