@@ -227,7 +227,7 @@ def test_a_poor_neural_model_is_replaced_by_the_baseline_and_its_scores_are_skle
     weights = out / "model" / BEST_WEIGHTS
     good = weights.read_bytes()
     weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-    with pytest.raises(ArtifactError, match="model.safetensors"):
+    with pytest.raises(ArtifactError, match=r"model\.safetensors"):
         run_compress(spark, cfg)
     weights.write_bytes(good)
 
