@@ -62,11 +62,20 @@ def spark_class() -> Path:
 
 def _alive(pid: int) -> bool:
     """``pid`` runs and is one of Spark's daemons (not a recycled pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+    if pid <= 0:
         return False
-    return b"org.apache.spark.deploy." in cmdline
+    for _ in range(20):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if cmdline:
+            return b"org.apache.spark.deploy." in cmdline
+        # Empty: the process is between fork and exec (spark-class ends in `exec java`),
+        # or a zombie. Look again before calling it dead: reading it once mid-exec made a
+        # healthy master look "exited while starting".
+        time.sleep(0.05)
+    return False
 
 
 @dataclass
@@ -243,6 +252,7 @@ def start(state_dir: str | Path = DEFAULT_DIR, *, workers: int = 2, cores: int =
     c.workers = [Worker(name=f"worker-{i}", pid=0, port=0, webui_port=0,
                         work_dir=str(d / f"worker-{i}"), log=str(d / f"worker-{i}.log"))
                  for i in range(1, workers + 1)]
+    c._save()  # from here on, stop(d) finds the master's pid even if the start fails
     try:
         _wait_master(c, timeout)
         for w in c.workers:
