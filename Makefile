@@ -93,7 +93,8 @@ cluster-down:
 	$(BIN)/python -m scripts.cluster down
 
 test-slow: setup
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	# exit 5 (no test collected) is fine: nothing is marked slow at present
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # Side-by-side ratio benchmarks; each rewrites its own section of BENCHMARKS.md.
 # bench-compress and bench-train read the demo runs (`make demo` first).

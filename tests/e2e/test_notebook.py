@@ -1,6 +1,6 @@
 """notebooks/pipeline_walkthrough.py runs top to bottom, as Databricks runs its cells.
 
-Slow (the whole tabular pipeline on UCI Adult, about 1.5 min): run by `make test-slow`.
+The whole tabular pipeline on UCI Adult (about 2 min): part of `make test`.
 The notebook reads `conf/` and `data/` relative to its working directory, so it runs in
 a scratch folder holding a link to the repo's `conf/` and freshly written demo data.
 """
@@ -13,12 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from sparkforge.datasets import write_demo_data
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
 
 
 def test_notebook_runs_the_pipeline(tmp_path: Path) -> None:
