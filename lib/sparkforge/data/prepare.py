@@ -86,6 +86,12 @@ def _as_double(c: Column) -> Column:
     return F.when(~_is_null_token(c), F.trim(c.cast("string")).try_cast("double"))
 
 
+def _non_finite(v: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.isnan(v) | (F.abs(v) == F.lit(float("inf")))
+
+
 def _numeric_columns(df: DataFrame, candidates: list[str]
                      ) -> tuple[list[str], dict[str, dict[str, object]]]:
     """Columns already numeric, or string columns most of whose present values parse as
@@ -246,10 +252,9 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     if fitted is None:
         checks.append((_is_blank(label), "null_label"))
     if cfg.is_regression:
-        y = label.cast("double") if has_label and isinstance(
-            df.schema[d.label_column].dataType, T.NumericType) else _as_double(label)
+        y = as_double(d.label_column) if has_label else F.lit(None).cast("double")
         checks.append(((~_is_blank(label)) & y.isNull(), "bad_label_type"))
-        checks.append((F.isnan(y) | (F.abs(y) == F.lit(float("inf"))), "bad_value:label"))
+        checks.append((_non_finite(y), "bad_value:label"))
     else:
         checks.append((undecodable(label), "bad_encoding:label"))
         if fitted is not None and has_label:
@@ -264,7 +269,7 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     for c in numeric:
         v = as_double(c)
         checks.append(((~_is_null_token(F.col(c))) & v.isNull(), f"bad_type:{c}"))
-        checks.append((F.isnan(v) | (F.abs(v) == F.lit(float("inf"))), f"bad_value:{c}"))
+        checks.append((_non_finite(v), f"bad_value:{c}"))
         if fitted is not None and c in fitted.numeric_stats:
             mean, std = fitted.numeric_stats[c]
             checks.append((F.abs((v - F.lit(mean)) / F.lit(std or 1.0)) > F.lit(MAX_ABS_Z),
@@ -352,7 +357,7 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
         text = F.col(d.text_column)
         cols = [F.col("id"), label.cast("string").alias("label"), text.alias("text")]
     else:
-        lab = _as_double(label) if cfg.is_regression else F.trim(label.cast("string"))
+        lab = y if cfg.is_regression else F.trim(label.cast("string"))
         cols = [F.col("id"), lab.alias("label")]
         cols += [as_double(c).alias(c) for c in numeric]
         cols += [F.trim(F.col(c).cast("string")).alias(c) for c in categorical]
