@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,8 +153,11 @@ def fit_vocab(ids: np.ndarray, mask: np.ndarray, min_df: int = MIN_DF,
 
 
 def fit_baseline(train: Mapping[str, np.ndarray], *, text: bool, regression: bool,
-                 num_classes: int, target: str) -> LinearBaseline:
-    """Fit the baseline on ``train`` (model inputs and ``target``)."""
+                 num_classes: int, target: str,
+                 class_weights: Sequence[float] | None = None) -> LinearBaseline:
+    """Fit the baseline on ``train`` (model inputs and ``target``); ``class_weights`` (in
+    label order): the ones training used (``train.class_weights``), so that the gate
+    compares models that weigh the classes alike."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -185,10 +188,12 @@ def fit_baseline(train: Mapping[str, np.ndarray], *, text: bool, regression: boo
             if len(np.unique(y)) < 2:
                 raise ValueError("the train sample holds a single label; a classifier "
                                  "needs two")
-            est = LogisticRegression(C=TEXT_C if text else TABULAR_C, max_iter=2000
-                                     ).fit(x, y.astype(np.int64))
+            weight = dict(enumerate(map(float, class_weights))) if class_weights else None
+            est = LogisticRegression(C=TEXT_C if text else TABULAR_C, max_iter=2000,
+                                     class_weight=weight).fit(x, y.astype(np.int64))
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    info = {"model": name, "n_train": n, "n_features": int(x.shape[1]), "converged": converged}
+    info = {"model": name, "n_train": n, "n_features": int(x.shape[1]), "converged": converged,
+            "class_weights": list(class_weights) if class_weights and not regression else None}
     log.info("baseline %s fitted on %d train rows, %d features%s", name, n, x.shape[1],
              "" if converged else " (did not converge)")
     return LinearBaseline(model=name, text=text, regression=regression,

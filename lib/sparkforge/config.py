@@ -180,7 +180,10 @@ class TrainConfig:
     # Small data: the per-rank batch is lowered so that an epoch has at least this many
     # optimizer steps (455 rows at batch 256 over 2 ranks would be 1 step an epoch).
     min_steps_per_epoch: int = 10
-    class_weights: bool = False
+    # Class imbalance (train/losses.py): auto weights the cross-entropy "balanced" when the
+    # rarest class's train share is under a quarter of 1 / n_classes (binary: 12.5%);
+    # balanced always; none never. Recorded in the manifest's train section.
+    class_weights: Literal["auto", "balanced", "none"] = "auto"
     hidden_dim: int = 128
     dropout: float = 0.1
     freeze_encoder: bool = False
@@ -341,6 +344,12 @@ class EvaluateConfig:
     baseline: bool = True
     baseline_max_rows: int = 200_000
     slice_by: str | None = None
+    # Binary classification: the decision threshold on the positive class's probability
+    # (the second label). 0.5: the most probable label (accuracy). f1 / balanced_accuracy:
+    # the threshold that maximises that metric on validation fold 0, chosen by compress
+    # for the selected variant, recorded in selection.json and the manifest, and applied
+    # by score to the prediction column (probabilities unchanged).
+    threshold: Literal["0.5", "f1", "balanced_accuracy"] = "0.5"
 
     def __post_init__(self) -> None:
         if self.baseline_max_rows < 1:
@@ -377,6 +386,10 @@ class Config:
         if not self.is_text and self.train.model in ("embedding_bag", "transformer", "minilm"):
             _fail("train.model", self.train.model, "text models need task=text_classification; "
                   "use mlp for tabular tasks")
+        if self.is_regression and self.evaluate.threshold != "0.5":
+            _fail("evaluate.threshold", self.evaluate.threshold,
+                  "a decision threshold is for classification; remove it for "
+                  "task=tabular_regression")
         # Resolve the model's defaults once, here, so every reader of train.lr /
         # train.batch_size (training, fine-tunes, distillation) sees the same values.
         lr, batch = MODEL_DEFAULTS[self.model_name]
@@ -501,8 +514,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return _convert(args[0], value, key)
     if origin is Literal:
         allowed = get_args(tp)
-        # YAML reads `true`/`false` as bools; the Literal lists them as strings.
+        # YAML reads `true`/`false` as bools and `0.5` as a float; the Literal lists them
+        # as strings.
         v = str(value).lower() if isinstance(value, bool) else value
+        if isinstance(v, float) and str(v) in allowed:
+            v = str(v)
         if v not in allowed:
             _fail(key, value, f"use one of {', '.join(map(str, allowed))}")
         return v

@@ -82,8 +82,10 @@ def write_soft_labels(df: DataFrame, dst: Path, **kwargs: Any) -> None:
 
 
 def _kd_loss(student: Any, teacher: Any, y: Any, *, regression: bool, alpha: float,
-             temperature: float) -> Any:
+             temperature: float, class_weights: Any = None) -> Any:
     import torch.nn.functional as F
+
+    from sparkforge.train.losses import classification_loss
 
     if regression:
         s = student.squeeze(-1)
@@ -91,7 +93,7 @@ def _kd_loss(student: Any, teacher: Any, y: Any, *, regression: bool, alpha: flo
     t = temperature
     soft = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
                     reduction="batchmean", log_target=True) * (t * t)
-    return alpha * soft + (1 - alpha) * F.cross_entropy(student, y.long())
+    return alpha * soft + (1 - alpha) * classification_loss(student, y, class_weights)
 
 
 def distill_fn(params: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +140,8 @@ def distill_fn(params: dict[str, Any]) -> dict[str, Any]:
             teacher = torch.from_numpy(b[TEACHER_COLUMN]).to(device)
             loss = _kd_loss(ddp(*xs), teacher, y, regression=regression,
                             alpha=float(params["alpha"]),
-                            temperature=float(params["temperature"]))
+                            temperature=float(params["temperature"]),
+                            class_weights=params.get("class_weights"))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

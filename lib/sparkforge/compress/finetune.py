@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparkforge.train.losses import classification_loss
+
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 50  # steps between progress lines
@@ -67,8 +69,8 @@ def evaluate(model: nn.Module, data: Mapping[str, np.ndarray], inputs: list[str]
 def finetune(model: nn.Module, train: Mapping[str, np.ndarray], val: Mapping[str, np.ndarray],
              *, inputs: list[str], target: str, regression: bool, epochs: int, lr: float,
              batch_size: int, max_steps: int = 0, weight_decay: float = 0.01,
-             warmup_ratio: float = 0.06, grad_clip: float = 1.0, seed: int = 42
-             ) -> list[dict[str, Any]]:
+             warmup_ratio: float = 0.06, grad_clip: float = 1.0, seed: int = 42,
+             class_weights: list[float] | None = None) -> list[dict[str, Any]]:
     """Train ``model`` in place for ``epochs`` (each capped at ``max_steps`` when > 0).
 
     Returns one record per epoch (``epoch`` 0 is the starting point): train loss, the
@@ -98,7 +100,8 @@ def finetune(model: nn.Module, train: Mapping[str, np.ndarray], val: Mapping[str
             b = trim_padding(raw)
             out = model(*(torch.from_numpy(np.ascontiguousarray(b[k])) for k in inputs))
             y = torch.from_numpy(b[target])
-            loss = loss_fn(out.squeeze(-1), y.float()) if regression else loss_fn(out, y.long())
+            loss = (loss_fn(out.squeeze(-1), y.float()) if regression
+                    else classification_loss(out, y, class_weights))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip > 0:

@@ -129,11 +129,14 @@ def _list_array(matrix: np.ndarray, value_type: pa.DataType) -> pa.Array:
 
 def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
              labels: list[str], variant: str, batch_size: int = 256,
-             threads: int = 1, passthrough: list[str] | None = None) -> DataFrame:
+             threads: int = 1, passthrough: list[str] | None = None,
+             threshold: float | None = None) -> DataFrame:
     """Score every row of ``df`` (id, label, split + model inputs).
 
     Output columns: id, label, prediction, probability (array<double>, in ``labels``
     order; empty for regression), split, model_variant, then ``passthrough``.
+    ``threshold`` (binary only): the prediction is the second label where its probability
+    is at least this (``evaluate.threshold``), else the first; None: the argmax.
 
     Runs on ``mapInArrow``: model inputs are reshaped straight from the Arrow list
     buffers and outputs built as Arrow arrays; measured 1.2-1.8x faster than the same
@@ -142,6 +145,8 @@ def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
     import pyarrow as pa
     import pyarrow.compute as pc
     from pyspark.sql import types as T
+
+    from sparkforge.metrics.threshold import decide
 
     regression = not labels
     label_type = T.DoubleType() if regression else T.StringType()
@@ -167,7 +172,7 @@ def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
                 prob = _list_array(np.zeros((n, 0)), pa.float64())
             else:
                 p = softmax(logits.astype(np.float64))
-                pred = pc.take(label_arr, pa.array(p.argmax(axis=1)))
+                pred = pc.take(label_arr, pa.array(decide(p, threshold)))
                 prob = _list_array(p, pa.float64())
             cols = {"id": b.column("id"), "label": b.column("label"), "prediction": pred,
                     "probability": prob, "split": b.column("split"),

@@ -119,6 +119,15 @@ def _split_df(spark: SparkSession, cfg: Config, split: str) -> DataFrame:
     return spark.read.parquet(str(cfg.out / "preprocessed")).filter(F.col("split") == split)
 
 
+def train_class_weights(cfg: Config) -> list[float] | None:
+    """The class weights training used (manifest), so that pruning's fine-tune and
+    distillation weigh the classes as the model they compress was trained to."""
+    path = cfg.out / "manifest.json"
+    train = read_json(path).get("train", {}) if path.exists() else {}
+    weights = (train.get("class_weights") or {}).get("weights")
+    return [float(w) for w in weights] if weights else None
+
+
 def _rows_df(spark: SparkSession, cfg: Config, split: str, fold: int | None) -> DataFrame:
     from pyspark.sql import functions as F
 
@@ -335,7 +344,7 @@ class _Builder:
                 batch_size=cfg.train.batch_size * cfg.train.num_processes,
                 max_steps=c.finetune_max_steps, weight_decay=cfg.train.weight_decay,
                 warmup_ratio=cfg.train.warmup_ratio, grad_clip=cfg.train.grad_clip,
-                seed=cfg.train.seed)
+                seed=cfg.train.seed, class_weights=train_class_weights(cfg))
         export_onnx(model, self.spec, dst, self.example)
         return {**info, "parameters": info["parameters_after"]}
 
@@ -396,7 +405,7 @@ class _Builder:
             "epochs": c.distill_epochs, "lr": c.distill_lr, "batch_size": t.batch_size,
             "alpha": c.distill_alpha, "temperature": c.distill_temperature,
             "patience": t.early_stopping_patience, "seed": t.seed, "threads": threads,
-            "use_cuda": use_gpu,
+            "use_cuda": use_gpu, "class_weights": train_class_weights(cfg),
         }
         log.info("Distilling %s into %s with TorchDistributor (%d process(es), local_mode=%s)",
                  self.spec["name"], sspec, t.num_processes, t.local_mode)
@@ -425,7 +434,8 @@ class _Builder:
         train = sample_split(self.spark, cfg, "train", cfg.evaluate.baseline_max_rows,
                              [*_inputs(cfg), _target(cfg)])
         fitted = baseline.fit_baseline(train, text=cfg.is_text, regression=cfg.is_regression,
-                                       num_classes=len(labels), target=_target(cfg))
+                                       num_classes=len(labels), target=_target(cfg),
+                                       class_weights=train_class_weights(cfg))
         meta = baseline.export_baseline(fitted, dst)
         self.baseline_parity = baseline.check_parity(fitted, dst, self.parity_sample)
         return {**fitted.info, "opset": meta["opset"]}
@@ -567,11 +577,45 @@ def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
                  "opset": export_meta.get("opset"), "gate_split": split, "gate_fold": fold,
                  "gate_rows": gate_desc, "variants": figures,
                  "paths": {n: str(p.relative_to(out)) for n, p in measured.items()}}
+    if cfg.evaluate.threshold != "0.5":
+        selection["threshold"] = choose_threshold(spark, cfg, chosen, paths[chosen],
+                                                  (split, fold, gate_desc))
     write_json_atomic(cdir / "selection.json", selection)
     update_manifest(out, "compress", selection,
                     [*measured.values(), cdir / "selection.json"])
     print(format_table(figures, chosen), flush=True)
     return selection
+
+
+def choose_threshold(spark: SparkSession, cfg: Config, variant: str, path: Path,
+                     gate: tuple[str, int | None, str]) -> dict[str, Any] | None:
+    """``evaluate.threshold`` for the selected variant: chosen on val fold 0 (the rows
+    that chose the epochs, not the gate's), its effect also recorded on the gate rows."""
+    from sparkforge.data.prepare import FOLD, SELECT_FOLD
+    from sparkforge.metrics.threshold import threshold_record
+
+    labels = read_json(cfg.out / "model" / "labels.json")
+    val = _split_df(spark, cfg, "val")
+    if len(labels) != 2 or FOLD not in val.columns:
+        log.warning("evaluate.threshold=%s is for binary tasks with validation folds (%d "
+                    "labels); predictions stay the most probable label", cfg.evaluate.threshold,
+                    len(labels))
+        return None
+    select = score_split(spark, cfg, path, variant, "val", SELECT_FOLD).persist()
+    judge = score_split(spark, cfg, path, variant, gate[0], gate[1])
+    try:
+        rec = threshold_record(select, judge, labels, cfg.evaluate.threshold, variant,
+                               f"val fold {SELECT_FOLD}", gate[2])
+    finally:
+        select.unpersist()
+    if not rec["rows"]:
+        log.warning("evaluate.threshold: validation fold %d is empty; predictions stay the "
+                    "most probable label", SELECT_FOLD)
+        return None
+    log.info("evaluate.threshold=%s: %s predicts %s at probability >= %.4f (%s on %s: %s)",
+             rec["metric"], variant, rec["positive_label"], rec["value"], rec["metric"],
+             rec["chosen_on"], rec["chosen_on_metrics"])
+    return rec
 
 
 def _warn_if_linear_wins(cfg: Config, figures: dict[str, dict[str, Any]], chosen: str) -> None:

@@ -71,6 +71,8 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict[str, Any]:
                            for r in sel_scores.groupBy("split").count().collect()},
         "drift": run_manifest.get("drift", {}),
         # the gate's decision with every variant's measured figures
+        # the binary decision threshold score applied to the selected variant (None: argmax)
+        "threshold": selection.get("threshold"),
         "compression": {"max_accuracy_drop": selection.get("max_accuracy_drop"),
                         "select": selection.get("select"),
                         "variants": selection.get("variants", {})}}

@@ -221,7 +221,7 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
                               sha256=model.sha256[variant], inputs=inputs,
                               labels=model.labels, variant=variant,
                               batch_size=cfg.score.batch_size, threads=threads,
-                              passthrough=keep))
+                              passthrough=keep, threshold=_threshold(selection, variant)))
     scored = parts[0]
     for p in parts[1:]:
         scored = scored.unionByName(p)
@@ -265,6 +265,12 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
     log.info("score %s: %d in, %d scored, %d quarantined %s, %d skipped", target.name, n_in,
              n_scored, n_quarantined, reasons, skipped)
     return manifest
+
+
+def _threshold(selection: dict[str, Any], variant: str) -> float | None:
+    """The decision threshold compress recorded for ``variant`` (the selected one), if any."""
+    rec = selection.get("threshold") or {}
+    return float(rec["value"]) if rec.get("variant") == variant else None
 
 
 def write_output_table(spark: SparkSession, table: str, target: RunTarget) -> None:

@@ -142,12 +142,22 @@ def check_resources(spark: SparkSession, cfg: Config, use_gpu: bool) -> int:
     return task_cpus
 
 
-def _class_weights(cfg: Config, labels: list[str]) -> list[float] | None:
-    if not (cfg.train.class_weights and labels):
-        return None
-    dist_ = _preprocess_summary(cfg).get("label_distribution", {})
-    total = sum(dist_.values())
-    return [total / (len(labels) * max(dist_.get(lab, 1), 1)) for lab in labels]
+def class_weight_decision(spark: SparkSession, cfg: Config, labels: list[str]
+                          ) -> tuple[list[float] | None, dict[str, Any]]:
+    """``train.class_weights`` applied to the train split's label counts (a Spark
+    aggregation): (weights in label order or None, the decision for the manifest)."""
+    from sparkforge.train.losses import class_weights
+
+    if cfg.is_regression or not labels:
+        return None, {"mode": cfg.train.class_weights, "applied": False, "weights": None}
+    counts = {r["label"]: int(r["count"]) for r in
+              spark.read.parquet(str(cfg.out / "preprocessed" / "split=train"))
+              .groupBy("label").count().collect()}
+    weights, info = class_weights(cfg.train.class_weights, labels, counts)
+    log.info("train.class_weights=%s: %s (rarest class share %.4f)", cfg.train.class_weights,
+             f"weights {[round(w, 4) for w in weights]}" if weights else "none applied",
+             info["min_class_share"])
+    return weights, info
 
 
 def petastorm_converter(spark: SparkSession, cfg: Config, columns: list[str]) -> Any:
@@ -186,6 +196,7 @@ def train_params(spark: SparkSession, cfg: Config, use_gpu: bool, threads: int
     labels = read_json(out / "model" / "labels.json")
     n_train = int(_preprocess_summary(cfg).get("rows_per_split", {}).get("train", 0))
     spec = model_spec(cfg, pretrained=True)
+    weights, weight_info = class_weight_decision(spark, cfg, labels)
     return {
         "pre_dir": str((out / "preprocessed").resolve()),
         "model_dir": str((out / "model").resolve()),
@@ -196,7 +207,8 @@ def train_params(spark: SparkSession, cfg: Config, use_gpu: bool, threads: int
         "epochs": t.epochs, "batch_size": rank_batch_size(cfg, n_train), "lr": t.lr,
         "weight_decay": t.weight_decay, "warmup_ratio": t.warmup_ratio,
         "grad_clip": t.grad_clip, "seed": t.seed, "patience": t.early_stopping_patience,
-        "class_weights": _class_weights(cfg, labels), "threads": threads, "use_cuda": use_gpu,
+        "class_weights": weights, "class_weight_info": weight_info,
+        "threads": threads, "use_cuda": use_gpu,
         # The driver clears old checkpoints unless train.resume, so whatever a rank finds
         # was written by this run: a retried barrier stage continues from it.
         "resume": True, "max_steps_per_epoch": t.max_steps_per_epoch,
@@ -273,6 +285,7 @@ def run_train(spark: SparkSession, cfg: Config, *,
                "kept_epoch": result.get("kept_epoch"), "kept_reason": result.get("kept_reason"),
                "stop_reason": result.get("stop_reason"), "select_by": result.get("select_by"),
                "batch_size_per_rank": params["batch_size"],
+               "class_weights": params["class_weight_info"],
                "resumed_from_epoch": result.get("resumed_from_epoch"), "restarts": restarts,
                "steps_per_epoch": result.get("steps_per_epoch"),
                "param_numel": result.get("param_numel"),

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from sparkforge.train import checkpoint
+from sparkforge.train.losses import classification_loss
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +303,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         if regression:
             return torch.nn.functional.mse_loss(out.squeeze(-1), y.float(),
                                                 reduction=reduction) / target_var
-        return torch.nn.functional.cross_entropy(out, y.long(), weight=weight,
-                                                 reduction=reduction)
+        return classification_loss(out, y, weight, reduction)
 
     def sync_grads(last: bool) -> Any:
         if fsdp:
