@@ -163,6 +163,21 @@ def write_report(out: Path, task: str, metrics: dict[str, Any], manifest: dict[s
                                                "the reference is the better of fp32 and the "
                                                "linear baseline</p>" if gate else "") + _table(
             [{"variant": k, **v} for k, v in comp.items()], ccols))
+    thr = metrics.get("threshold")
+    weights = manifest.get("train", {}).get("class_weights") or {}
+    if thr or weights.get("applied"):
+        items = []
+        if weights.get("applied"):
+            items.append(f"class weights ({weights.get('mode')}): "
+                         f"{html.escape(str(weights.get('weights')))}")
+        if thr:
+            items.append(f"decision threshold ({html.escape(str(thr.get('metric')))}, chosen "
+                         f"on {html.escape(str(thr.get('chosen_on')))}): "
+                         f"{html.escape(str(thr.get('positive_label')))} when its probability "
+                         f">= {thr.get('value')}; on the gate rows: "
+                         f"{html.escape(json.dumps(thr.get('judged_on_metrics')))}")
+        parts.append("<h2>Class imbalance</h2><ul>"
+                     + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
     history = manifest.get("train", {}).get("history", [])
     if history:
         parts.append("<h2>Training</h2>" + _history_png(history) + _table(

@@ -109,3 +109,21 @@ def test_decide() -> None:
     assert decide(p, 0.25).tolist() == [1, 1, 0]
     three = np.array([[0.2, 0.3, 0.5]])
     assert decide(three, 0.1).tolist() == [2]  # multiclass: the argmax, threshold ignored
+
+
+def test_config_keys() -> None:
+    from pathlib import Path
+
+    from sparkforge.config import ConfigError, load_config
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "tabular_classification.yaml"
+    cfg = load_config(conf)
+    assert (cfg.train.class_weights, cfg.evaluate.threshold) == ("auto", "0.5")
+    assert load_config(conf, ["evaluate.threshold=0.5"]).evaluate.threshold == "0.5"
+    assert load_config(conf, ["evaluate.threshold=f1"]).evaluate.threshold == "f1"
+    with pytest.raises(ConfigError, match=r"evaluate\.threshold=0\.3: use one of 0\.5, f1"):
+        load_config(conf, ["evaluate.threshold=0.3"])
+    with pytest.raises(ConfigError, match=r"train\.class_weights=True: use one of auto"):
+        load_config(conf, ["train.class_weights=true"])
+    with pytest.raises(ConfigError, match="for classification"):
+        load_config(conf, ["task=tabular_regression", "evaluate.threshold=f1"])
