@@ -25,7 +25,7 @@ PST_TESTS := tests/spark/test_train_petastorm.py
 
 .PHONY: setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
 	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train \
-	bench-quality bench-preprocess \
+	bench-quality bench-preprocess bench-text-model \
 	cluster-up cluster-down
 
 setup: $(STAMP)
@@ -122,6 +122,11 @@ $(BENCH_DATA_STAMP): $(STAMP) Makefile
 # BENCH_QUALITY_ARGS: e.g. `--only digits --quick --rows-cap 500` for a smoke run.
 bench-quality: setup $(BENCH_DATA_STAMP)
 	$(BIN)/python -m benchmarks.bench_quality $(BENCH_QUALITY_ARGS)
+
+# The default text model by measured accuracy per training minute: each built-in text model
+# trained on the quality benchmark's text sets (~15 min on 2 cores; not part of `bench`).
+bench-text-model: setup
+	$(BIN)/python -m benchmarks.bench_text_model
 
 bench-preprocess: setup
 	$(BIN)/python -m benchmarks.bench_preprocess --rows 300000 --cols 40 --repeat 3

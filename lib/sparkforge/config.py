@@ -142,6 +142,8 @@ class TokenizerConfig:
 
 
 ModelName = Literal["auto", "mlp", "embedding_bag", "transformer", "minilm"]
+# train.model auto for text: the benchmark's pick (benchmarks/bench_text_model.py).
+TEXT_DEFAULT_MODEL = "transformer"
 # (learning rate, per-rank batch size) used when train.lr / train.batch_size are 0.
 MODEL_DEFAULTS: dict[str, tuple[float, int]] = {
     "mlp": (2e-3, 256), "embedding_bag": (3e-3, 64), "transformer": (1e-3, 64),
@@ -150,8 +152,9 @@ MODEL_DEFAULTS: dict[str, tuple[float, int]] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # auto: embedding_bag for text, mlp for tabular. transformer: a small encoder trained
-    # from scratch (hidden_dim, num_layers, num_heads).
+    # auto: transformer for text (a small encoder trained from scratch: hidden_dim,
+    # num_layers, num_heads; chosen by measured accuracy per training minute,
+    # BENCHMARKS.md "Default text model"), mlp for tabular.
     model: ModelName = "auto"
     # arrow: each rank reads its own share of preprocessed/ with pyarrow. petastorm:
     # make_spark_converter + make_torch_dataloader; needs the petastorm environment
@@ -409,7 +412,7 @@ class Config:
     def model_name(self) -> str:
         if self.train.model != "auto":
             return self.train.model
-        return "embedding_bag" if self.is_text else "mlp"
+        return TEXT_DEFAULT_MODEL if self.is_text else "mlp"
 
     @property
     def out(self) -> Path:

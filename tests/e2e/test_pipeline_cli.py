@@ -130,7 +130,7 @@ def test_text_pipeline_with_a_trained_tokenizer(tmp_path: Path) -> None:
             "--set", "data.label_column=sentiment", "--set", f"output.dir={out}",
             "--set", "tokenizer.kind=trained", "--set", "tokenizer.vocab_size=300",
             "--set", "tokenizer.max_length=24", "--set", "train.epochs=3",
-            "--set", "train.batch_size=32")
+            "--set", "train.batch_size=32", "--set", "train.model=embedding_bag")
     check_run(out, min_accuracy=0.9)
 
 

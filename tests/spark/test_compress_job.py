@@ -88,7 +88,8 @@ def test_compress_builds_measures_and_gates_every_variant(
     cfg = load_config(ROOT / "conf" / "text_classification.yaml", [
         f"data.input={inp}", "data.text_column=review", "data.label_column=sentiment",
         f"output.dir={out}", "tokenizer.kind=trained", "tokenizer.vocab_size=300",
-        "tokenizer.max_length=24", "train.hidden_dim=64", "train.batch_size=16",
+        "tokenizer.max_length=24", "train.model=embedding_bag", "train.hidden_dim=64",
+        "train.batch_size=16",
         f"compress.variants=[{','.join(VARIANTS)}]", "compress.calibration_rows=128",
         "compress.distill_epochs=6", "compress.distill_lr=0.01", "compress.student_hidden_dim=16",
         "compress.max_accuracy_drop=0.05"])
