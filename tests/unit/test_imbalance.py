@@ -127,3 +127,26 @@ def test_config_keys() -> None:
         load_config(conf, ["train.class_weights=true"])
     with pytest.raises(ConfigError, match="for classification"):
         load_config(conf, ["task=tabular_regression", "evaluate.threshold=f1"])
+
+
+def test_baseline_uses_the_training_class_weights() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from sparkforge.baseline import TABULAR_C, fit_baseline
+
+    rng = np.random.default_rng(5)
+    y = _labels(600, 0.06, seed=5)
+    x = rng.normal(size=(600, 3)) + 0.8 * y[:, None]
+    w = class_weights("auto", ["n", "p"], {"n": int((y == 0).sum()), "p": int(y.sum())})[0]
+    assert w is not None
+    fitted = fit_baseline({"features": x.astype(np.float32), "label_index": y}, text=False,
+                          regression=False, num_classes=2, target="label_index",
+                          class_weights=w)
+    ref = LogisticRegression(C=TABULAR_C, max_iter=2000, class_weight={0: w[0], 1: w[1]}
+                             ).fit(x.astype(np.float32).astype(np.float64), y)
+    np.testing.assert_allclose(fitted.estimator.coef_, ref.coef_, rtol=1e-6)
+    assert fitted.info["class_weights"] == w
+    unweighted = fit_baseline({"features": x.astype(np.float32), "label_index": y},
+                              text=False, regression=False, num_classes=2,
+                              target="label_index")
+    assert unweighted.estimator.predict(x).sum() < fitted.estimator.predict(x).sum()
