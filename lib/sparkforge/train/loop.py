@@ -327,10 +327,12 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
                 keep = torch.from_numpy(chosen).to(device)
                 out = forward(net, to_t(b)).float()
                 y = torch.from_numpy(b[target]).to(device)
+                # Class-weighted like the training loss, so the kept epoch is the best by
+                # the objective trained on (the val rows' summed weight is the same every
+                # epoch, so dividing by rows below ranks epochs as the weighted mean would).
                 per_row = (torch.nn.functional.mse_loss(out.squeeze(-1), y.float(),
                                                         reduction="none") if regression
-                           else torch.nn.functional.cross_entropy(out, y.long(),
-                                                                  reduction="none"))
+                           else classification_loss(out, y, weight, reduction="none"))
                 sums[0] += float(per_row[keep].sum()) / (target_var if regression else 1.0)
                 sums[3] += float(keep.sum())
                 if regression:
