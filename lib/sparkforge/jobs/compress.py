@@ -21,8 +21,10 @@ batch 1 and 1024 (p50); metrics on the gate rows computed in Spark from Spark sc
 parity against the fp32 graph over the gate rows (max |probability difference|,
 prediction agreement), from the same scores (fp32 and the baseline: against the torch
 and the scikit-learn model they were exported from). A variant that cannot be built or
-measured is recorded with its error and rejected, and the stage goes on. The gate
-(``compress/gate.py``) then picks the variant scoring uses.
+measured is recorded with its error and rejected, and the stage goes on (the measuring
+functions: ``compress/measure.py``, which the benchmarks use too). The gate
+(``compress/gate.py``) then picks the variant scoring uses; ``compress/table.py`` prints
+the decision.
 
 The gate rows are the validation rows of fold 1 (``data/prepare.py`` ``GATE_FOLD``);
 training, pruning's fine-tune and distillation choose their epochs on fold 0, so no
