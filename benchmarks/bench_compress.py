@@ -65,12 +65,13 @@ def remeasure_latency(res: dict[str, Any], rounds: int) -> None:
     import numpy as np
     import onnxruntime as ort
 
+    from sparkforge.models import task_input_names
     from sparkforge.train.loader import read_split, trim_padding
 
     run, sel = res["run"], res["selection"]
     cfg = res["manifest"].get("config", {})
     text = cfg.get("task", "text_classification") == "text_classification"
-    inputs = ["input_ids", "attention_mask"] if text else ["features"]
+    inputs = task_input_names(text=text)
     split = sel.get("gate_split", "val")
     rows = int(cfg.get("compress", {}).get("parity_rows", 256))
     data = read_split(run / "preprocessed" / f"split={split}", inputs)
@@ -120,8 +121,8 @@ def test_metrics(res: dict[str, Any]) -> None:
     load, and eight MiniLM sessions in one worker outgrow a shared 24 GB machine.
     """
     from sparkforge.artifacts import read_json
+    from sparkforge.compress.measure import score_split, split_quality
     from sparkforge.config import SparkConfig, load_config
-    from sparkforge.jobs.compress import score_split, split_quality
     from sparkforge.spark.session import get_session
 
     run = res["run"]

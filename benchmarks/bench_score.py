@@ -11,12 +11,13 @@ round to round so that load from other jobs on the machine falls on every side):
   ``--tabular-rows`` rows (``features`` float32[115]).
   - ``spark``: ``get_session(SparkConfig(master=f"local[{cores}]"))``, ``spark.read.parquet``,
     ``sparkforge.infer.score_df`` (1 ORT thread per task) and a Parquet write.
-  - ``raw``: one process: pyarrow reads the same file in 4096-row batches, the model
-    inputs come straight from the Arrow list buffers (a reshape, no per-row copy), the
-    library's ``predict`` (256-row ORT calls, ``intra_op_num_threads = cores``),
-    ``softmax``, and a pyarrow ``ParquetWriter`` writes the same columns.
-  - ``pandas``: ``score_df`` as it was on ``mapInPandas`` (a copy kept here), the same
-    Spark read and write.
+  - ``raw``: one process: pyarrow reads the same file in 4096-row batches and the
+    library's scoring core (``sparkforge.infer.predictor``: ``Predictor`` with 256-row ORT
+    calls, ``intra_op_num_threads = cores``, and ``score_columns``, the output columns
+    ``score_df`` emits) scores them; a pyarrow ``ParquetWriter`` writes them.
+  - ``pandas``: the library's ``Predictor`` on ``mapInPandas`` (inputs from the pandas
+    columns by the library's ``model_inputs``), as ``score_df`` ran before it moved to
+    ``mapInArrow``; the same Spark read and write.
   - ``pbudf``: the same Spark read and write with ``predict_batch_udf`` (batch_size 256,
     ``input_tensor_shapes``, a ``make_predict_fn`` that builds the session once per worker).
   - breakdown (``noop`` sink): ``spark.read.parquet`` alone; the rows handed to Python as
@@ -64,8 +65,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-# Model inputs from Arrow batches: the library's own function, as score_df uses it.
-from sparkforge.infer import arrow_inputs
+# The library's scoring core: every side but pbudf scores with it.
+from sparkforge.infer.predictor import (
+    ModelRef,
+    Predictor,
+    arrow_inputs,
+    model_inputs,
+    score_columns,
+    softmax,
+)
+from sparkforge.models import task_input_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -188,45 +197,23 @@ def build_input(src: Path, path: Path, rows: int, row_group: int, columns: list[
 
 # --- the single-process side ---------------------------------------------------------------
 
-def scored_batch(batch: pa.RecordBatch, probs: np.ndarray, labels: list[str],
-                 variant: str) -> pa.RecordBatch:
-    """``score_df``'s output columns for one batch, built with Arrow compute."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    n, k = probs.shape
-    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
-    return pa.record_batch({
-        "id": batch.column("id"), "label": batch.column("label"),
-        "prediction": pc.take(pa.array(labels), pa.array(probs.argmax(axis=1))),
-        "probability": pa.ListArray.from_arrays(offsets, pa.array(probs.ravel())),
-        "split": batch.column("split"),
-        "model_variant": pc.take(pa.array([variant]), pa.array(np.zeros(n, np.int32))),
-    })
-
-
-def raw_session(w: Workload, cores: int) -> Any:
-    from sparkforge.infer import onnx_session
-
-    return onnx_session(str(w.model), w.sha256, threads=cores)
+def raw_predictor(w: Workload, cores: int) -> Predictor:
+    """The library's predictor in this process (the cached session, ``cores`` threads)."""
+    return Predictor.load(ModelRef(str(w.model), w.sha256, threads=cores), w.inputs, BATCH)
 
 
 def raw_pipeline(w: Workload, cores: int, inp: Path, out: Path) -> dict[str, float]:
-    """Parquet -> onnxruntime -> Parquet in this process."""
+    """Parquet -> the library's scoring core -> Parquet in this process."""
     import pyarrow.parquet as pq
 
-    from sparkforge.infer import predict, softmax
-
-    sess = raw_session(w, cores)
+    predictor = raw_predictor(w, cores)
     rows = 0
     with Timer() as t:
         pf = pq.ParquetFile(inp)
         writer = None
         for batch in pf.iter_batches(batch_size=ARROW_BATCH,
                                      columns=["id", "label", "split", *w.inputs]):
-            probs = softmax(predict(sess, arrow_inputs(batch, w.inputs), BATCH)
-                            .astype(np.float64))
-            res = scored_batch(batch, probs, w.labels, w.variant)
+            res = score_columns(batch, predictor.predict(batch), w.labels, w.variant)
             if writer is None:
                 writer = pq.ParquetWriter(out, res.schema)
             writer.write_batch(res)
@@ -250,14 +237,12 @@ def load_feeds(w: Workload, inp: Path) -> list[dict[str, np.ndarray]]:
 
 def raw_memory(w: Workload, cores: int, feeds: list[dict[str, np.ndarray]]
                ) -> tuple[dict[str, float], np.ndarray]:
-    """onnxruntime alone on in-memory batches (plus the softmax)."""
-    from sparkforge.infer import softmax
-
-    sess = raw_session(w, cores)
+    """onnxruntime alone on in-memory batches (plus the softmax): the library's backend."""
+    backend = raw_predictor(w, cores).backend
     outs = []
     with Timer() as t:
         for f in feeds:
-            outs.append(softmax(sess.run(["logits"], f)[0].astype(np.float64)))
+            outs.append(softmax(backend.run(f).astype(np.float64)))
     return {"seconds": t.seconds, "cpu": t.cpu, "others": t.others}, np.concatenate(outs)
 
 
@@ -289,13 +274,14 @@ def spark_score_df(w: Workload, df: Any) -> Any:
 
 
 def score_df_pandas(w: Workload, df: Any) -> Any:
-    """``score_df`` as it was on ``mapInPandas`` (up to commit 4b1c762), kept here as the
-    reference for comparison 3 and for the effect of the move to ``mapInArrow``: the same
-    session cache, ``model_inputs``, ``predict`` and ``softmax`` from ``sparkforge.infer``,
-    rows as pandas frames (one numpy array per row for each list column)."""
+    """The library's ``Predictor`` on ``mapInPandas``: the reference for comparison 3 and
+    for the effect of the move to ``mapInArrow`` (``score_df`` ran this way up to commit
+    4b1c762): the same cached model and 256-row calls, the inputs built from pandas
+    columns (one numpy array per row for each list column) by the library's
+    ``model_inputs``, the same outputs as pandas columns."""
     from pyspark.sql import types as T
 
-    model, sha, inputs, labels, variant = str(w.model), w.sha256, w.inputs, w.labels, w.variant
+    ref, inputs, labels, variant = ModelRef(str(w.model), w.sha256), w.inputs, w.labels, w.variant
     schema = T.StructType([
         T.StructField("id", T.StringType()), T.StructField("label", T.StringType()),
         T.StructField("prediction", T.StringType()),
@@ -306,13 +292,11 @@ def score_df_pandas(w: Workload, df: Any) -> Any:
     def _score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
-        from sparkforge.infer import model_inputs, onnx_session, predict, softmax
-
-        sess = onnx_session(model, sha, 1)
+        predictor = Predictor.load(ref, inputs, BATCH)
         for pdf in batches:
             if pdf.empty:
                 continue
-            p = softmax(predict(sess, model_inputs(pdf, inputs), BATCH).astype(np.float64))
+            p = softmax(predictor.predict_feeds(model_inputs(pdf, inputs)).astype(np.float64))
             yield pd.DataFrame({"id": pdf["id"].to_numpy(), "label": pdf["label"].to_numpy(),
                                 "prediction": label_arr[p.argmax(axis=1)],
                                 "probability": list(p), "split": pdf["split"].to_numpy(),
@@ -327,10 +311,8 @@ def to_arrow_only(w: Workload, df: Any) -> Any:
     inputs = w.inputs
 
     def _convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from sparkforge import infer
-
         for b in batches:
-            infer.arrow_inputs(b, inputs)
+            arrow_inputs(b, inputs)
             yield b.select(["id"])
 
     return df.select("id", "label", "split", *inputs).mapInArrow(_convert, "id string")
@@ -353,28 +335,16 @@ def make_pbudf(w: Workload) -> Any:
     model, sha, labels, names = str(w.model), w.sha256, list(w.labels), list(w.inputs)
 
     def make_predict_fn() -> Callable[..., dict[str, np.ndarray]]:
-        # Runs once per Python worker (pyspark's ModelCache keeps the returned function).
-        import onnxruntime as ort
-
-        from sparkforge.artifacts import sha256_file
-        from sparkforge.infer import softmax
-
-        if sha256_file(Path(model)) != sha:
-            raise RuntimeError(f"{model} changed since the benchmark started")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        # Runs once per Python worker (pyspark's ModelCache keeps the returned function);
+        # the model is the library's (sha256-checked, 1 thread, padding trimmed per call).
+        predictor = Predictor.load(ModelRef(model, sha), names, BATCH)
         label_arr = np.array(labels, dtype=object)
 
         def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            if "attention_mask" in feeds:  # trim padding as score_df does
-                longest = max(int(feeds["attention_mask"].sum(axis=1).max()), 1)
-                feeds = {k: np.ascontiguousarray(v[:, :longest]) for k, v in feeds.items()}
-            p = softmax(sess.run(["logits"], feeds)[0].astype(np.float64))
+            p = softmax(predictor.predict_feeds(feeds).astype(np.float64))
             return {"prediction": label_arr[p.argmax(axis=1)], "probability": p}
 
-        if names == ["features"]:
+        if names == task_input_names(text=False):
             def predict_tabular(features: np.ndarray) -> dict[str, np.ndarray]:
                 return run({"features": features.astype(np.float32, copy=False)})
             return predict_tabular
@@ -757,9 +727,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not (TABULAR_RUN / "compressed" / "selection.json").exists():
         raise SystemExit(f"{TABULAR_RUN} has no trained model: run `{TABULAR_HOW}` first "
                          "(about 2 minutes)")
-    tab = Workload("tabular", TABULAR_RUN, args.tabular_variant, ["features"],
+    tab = Workload("tabular", TABULAR_RUN, args.tabular_variant, task_input_names(text=False),
                    args.tabular_rows, 32_768 if args.tabular_rows >= 262_144 else 4096, work)
-    txt = Workload("text", TEXT_RUN, args.text_variant, ["input_ids", "attention_mask"],
+    txt = Workload("text", TEXT_RUN, args.text_variant, task_input_names(text=True),
                    args.text_rows, 512, work)
     spark = spark_session(cores)
     feeds = {p: load_feeds(txt, p) for p in (txt.path, txt.warm, txt.head)}
@@ -786,7 +756,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "raw": (("single process: pyarrow + onnxruntime" if w is tab
                      else "raw onnxruntime, in-memory batches"),
                     tab_raw if w is tab else text_raw, w is tab),
-            "pandas": ("Spark `score_df` as it was on mapInPandas (copy in the benchmark)",
+            "pandas": ("Spark: the library's Predictor on mapInPandas",
                        on_spark(partial(score_df_pandas, w)), True),
             "pbudf": ("Spark `predict_batch_udf`",
                       on_spark(partial(spark_pbudf, udf, w)), True),

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from sparkforge.config import ConfigError
 
+# The run directory's names (re-exported here): sparkforge.rundir owns the layout.
+from sparkforge.rundir import MANIFEST, TRAINING_CONFIG
+
 if TYPE_CHECKING:
     from sparkforge.config import Config
 
-MANIFEST = "manifest.json"
-# The resolved config preprocess ran with: scoring re-applies its data settings.
-TRAINING_CONFIG = "model/config.json"
 
 # Which stage writes an artifact (by path prefix), for the fix in error messages.
 _WRITERS = (("model/score_reference-", "score (delete the file: the next score run "

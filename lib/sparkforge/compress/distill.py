@@ -54,26 +54,24 @@ def student_spec(teacher: Mapping[str, Any], width: int, vocab_size: int | None 
 
 def soft_label_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
                   target: str, batch_size: int = 256, threads: int = 1) -> DataFrame:
-    """``df``'s model inputs and ``target`` plus the teacher's ``teacher_logits`` per row."""
+    """``df``'s model inputs and ``target`` plus the teacher's ``teacher_logits`` per row
+    (the scoring core of :mod:`sparkforge.infer.predictor`, one session per worker)."""
+    import pyarrow as pa
     from pyspark.sql import types as T
 
-    from sparkforge.infer import model_inputs, onnx_session, predict
+    from sparkforge.infer import ModelRef, list_array, map_predictions
 
     cols = [*inputs, target]
     schema = T.StructType([*(df.schema[c] for c in cols),
                            T.StructField(TEACHER_COLUMN, T.ArrayType(T.FloatType()))])
 
-    def _teach(batches: Any) -> Any:
-        sess = onnx_session(model_path, sha256, threads)
-        for pdf in batches:
-            if pdf.empty:
-                continue
-            logits = predict(sess, model_inputs(pdf, inputs), batch_size)
-            res = pdf[cols].copy()
-            res[TEACHER_COLUMN] = list(logits.astype(np.float32))
-            yield res
+    def emit(batch: pa.RecordBatch, logits: np.ndarray) -> pa.RecordBatch:
+        arrays = [batch.column(c) for c in cols]
+        arrays.append(list_array(logits.astype(np.float32, copy=False), pa.float32()))
+        return pa.RecordBatch.from_arrays(arrays, names=[*cols, TEACHER_COLUMN])
 
-    return df.select(*cols).mapInPandas(_teach, schema)
+    return map_predictions(df, ModelRef(model_path, sha256, threads), inputs=inputs,
+                           columns=cols, schema=schema, emit=emit, batch_size=batch_size)
 
 
 def write_soft_labels(df: DataFrame, dst: Path, **kwargs: Any) -> None:

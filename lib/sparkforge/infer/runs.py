@@ -35,23 +35,33 @@ from pathlib import Path
 from typing import Any
 
 from sparkforge.artifacts import (
-    MANIFEST,
     ArtifactError,
     read_json,
     read_verified_json,
     verify_artifact,
 )
 from sparkforge.config import Config, ConfigError
+from sparkforge.rundir import (
+    EVAL_SCORES,
+    EVALUATIONS,
+    LOCKS,
+    MANIFEST,
+    QUARANTINE,
+    RUN_MANIFEST,
+    SCORES,
+    SELECTION,
+    STAGING,
+    published_dates,
+)
 
 log = logging.getLogger(__name__)
 
-RUN_MANIFEST = "_run_manifest.json"
-STAGING = "_staging"
-LOCKS = "_locks"
-SCORES = "scores"
-EVAL_SCORES = "eval_scores"
-EVALUATIONS = "evaluations"
-SELECTION = "compressed/selection.json"
+# The names (RUN_MANIFEST, SCORES, ...) are the run directory's (sparkforge.rundir),
+# re-exported here for the callers that import them from this module.
+__all__ = ["EVALUATIONS", "EVAL_SCORES", "LOCKS", "RUN_MANIFEST", "SCORES", "SELECTION",
+           "STAGING", "RunLockedError", "RunTarget", "clean_leftovers", "evaluate_target",
+           "is_dated", "publish", "published_dates", "read_selection", "run_lock",
+           "score_target", "staging_dirs", "verified_variants"]
 
 
 class RunLockedError(ConfigError):
@@ -94,15 +104,10 @@ def score_target(cfg: Config) -> RunTarget:
     out, date = cfg.out, cfg.run.run_date
     if is_dated(cfg):
         name = f"run_date={date}"
-        return RunTarget(name, out / SCORES / name, out / "quarantine" / "score" / name,
+        return RunTarget(name, out / SCORES / name, out / QUARANTINE / "score" / name,
                          True, date)
-    return RunTarget(EVAL_SCORES, out / EVAL_SCORES, out / "quarantine" / EVAL_SCORES,
+    return RunTarget(EVAL_SCORES, out / EVAL_SCORES, out / QUARANTINE / EVAL_SCORES,
                      False, date)
-
-
-def published_dates(scores: Path) -> list[str]:
-    return sorted(p.name.split("=", 1)[1] for p in scores.glob("run_date=*")
-                  if (p / "_SUCCESS").exists())
 
 
 def evaluate_target(cfg: Config) -> RunTarget:
@@ -122,7 +127,7 @@ def evaluate_target(cfg: Config) -> RunTarget:
         raise ConfigError(f"run.date={date!r}: no published {SCORES}/run_date={date}/ "
                           f"(published: {dates or 'none'}); run `sparkforge score` first")
     name = f"run_date={date}"
-    return RunTarget(name, out / SCORES / name, out / "quarantine" / "score" / name, True, date)
+    return RunTarget(name, out / SCORES / name, out / QUARANTINE / "score" / name, True, date)
 
 
 def read_selection(out: Path) -> dict[str, Any]:

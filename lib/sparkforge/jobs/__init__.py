@@ -124,23 +124,21 @@ def stage_fn(stage: str) -> Callable[[SparkSession, Config], dict[str, Any]]:
     return _guarded(stage, _run_fn(stage))
 
 
+# stage -> "module:function". Resolved by name when a stage runs: the stage modules are
+# siblings that never import each other (tests/unit/test_rundir.py), and this package
+# imports none of them until one is asked for (importing it stays light).
+_RUNNERS = {stage: f"sparkforge.jobs.{stage}:run_{stage}" for stage in STAGES}
+
+
 def _run_fn(stage: str) -> Callable[[SparkSession, Config], dict[str, Any]]:
-    if stage == "preprocess":
-        from sparkforge.jobs.preprocess import run_preprocess
-        return run_preprocess
-    if stage == "train":
-        from sparkforge.jobs.train import run_train
-        return run_train
-    if stage == "compress":
-        from sparkforge.jobs.compress import run_compress
-        return run_compress
-    if stage == "score":
-        from sparkforge.jobs.score import run_score
-        return run_score
-    if stage == "evaluate":
-        from sparkforge.jobs.evaluate import run_evaluate
-        return run_evaluate
-    raise ValueError(f"unknown stage {stage!r}; use one of {(*STAGES, 'pipeline')}")
+    import importlib
+
+    if stage not in _RUNNERS:
+        raise ValueError(f"unknown stage {stage!r}; use one of {(*STAGES, 'pipeline')}")
+    module, name = _RUNNERS[stage].split(":")
+    fn: Callable[[SparkSession, Config], dict[str, Any]] = getattr(
+        importlib.import_module(module), name)
+    return fn
 
 
 def run_pipeline(spark: SparkSession, cfg: Config) -> dict[str, Any]:

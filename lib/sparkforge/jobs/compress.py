@@ -21,8 +21,10 @@ batch 1 and 1024 (p50); metrics on the gate rows computed in Spark from Spark sc
 parity against the fp32 graph over the gate rows (max |probability difference|,
 prediction agreement), from the same scores (fp32 and the baseline: against the torch
 and the scikit-learn model they were exported from). A variant that cannot be built or
-measured is recorded with its error and rejected, and the stage goes on. The gate
-(``compress/gate.py``) then picks the variant scoring uses.
+measured is recorded with its error and rejected, and the stage goes on (the measuring
+functions: ``compress/measure.py``, which the benchmarks use too). The gate
+(``compress/gate.py``) then picks the variant scoring uses; ``compress/table.py`` prints
+the decision.
 
 The gate rows are the validation rows of fold 1 (``data/prepare.py`` ``GATE_FOLD``);
 training, pruning's fine-tune and distillation choose their epochs on fold 0, so no
@@ -32,23 +34,32 @@ variant is judged on the rows that chose it.
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sparkforge.artifacts import (
-    read_json,
-    read_verified_json,
-    sha256_file,
-    update_manifest,
-    verify_artifact,
-    write_json_atomic,
-)
+from sparkforge.artifacts import read_json, sha256_file, update_manifest, write_json_atomic
 from sparkforge.compress.gate import FP32, LINEAR, select_variant
-from sparkforge.config import Config, ConfigError
+
+# The measurement helpers live in the library (benchmarks import them from there); the
+# stage calls them through these names (tests shorten ``_latency_ms``'s loops here).
+from sparkforge.compress.measure import (
+    gate_rows,
+    sample_split,
+    score_split,
+    split_parity,
+    split_quality,
+)
+from sparkforge.compress.measure import latency_ms as _latency_ms
+from sparkforge.compress.measure import model_inputs as _inputs
+from sparkforge.compress.measure import split_df as _split_df
+from sparkforge.compress.measure import target_column as _target
+from sparkforge.compress.table import format_table
+from sparkforge.config import Config
+from sparkforge.models.trained import load_trained
+from sparkforge.rundir import RunDir
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -60,65 +71,6 @@ log = logging.getLogger(__name__)
 PRUNE_SAMPLE_ROWS = 256
 
 
-def load_trained(cfg: Config) -> tuple[Any, dict[str, Any]]:
-    from sparkforge.models import build_model, load_weights
-    from sparkforge.train.loop import BEST_WEIGHTS
-
-    model_dir = cfg.out / "model"
-    if not (model_dir / "model.json").exists():
-        raise ConfigError(f"output.dir={str(cfg.out)!r}: no trained model in {model_dir}; "
-                          "run `sparkforge train` with this config first")
-    # Both checked against the sha256 train recorded: compress must not export (and the
-    # gate must not bless) weights that changed after training.
-    spec = read_verified_json(cfg.out, model_dir / "model.json")
-    verify_artifact(cfg.out, model_dir / BEST_WEIGHTS)
-    model = build_model(spec)
-    load_weights(model, model_dir / BEST_WEIGHTS)
-    model.eval()
-    return model, spec
-
-
-def _latency_ms(path: Path, feeds: dict[str, np.ndarray], batch: int, repeats: int,
-                budget_s: float = 1.0, max_repeats: int = 200) -> float:
-    """p50 onnxruntime latency, 1 thread, for ``batch`` rows tiled from ``feeds``.
-
-    At least ``repeats`` runs, more (up to ``max_repeats``) until ``budget_s`` is spent:
-    a fast model gets enough runs for a stable median, a slow one is not run for long.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    n = len(next(iter(feeds.values())))
-    idx = np.arange(batch) % n
-    part = {k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()}
-    sess.run(["logits"], {k: v[:8] for k, v in part.items()})  # warm-up: allocations, kernels
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start < budget_s
-                                   and len(times) < max_repeats):
-        t0 = time.perf_counter()
-        sess.run(["logits"], part)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
-def _inputs(cfg: Config) -> list[str]:
-    return ["input_ids", "attention_mask"] if cfg.is_text else ["features"]
-
-
-def _target(cfg: Config) -> str:
-    return "label" if cfg.is_regression else "label_index"
-
-
-def _split_df(spark: SparkSession, cfg: Config, split: str) -> DataFrame:
-    from pyspark.sql import functions as F
-
-    return spark.read.parquet(str(cfg.out / "preprocessed")).filter(F.col("split") == split)
-
-
 def train_class_weights(cfg: Config) -> list[float] | None:
     """The class weights training used (manifest), so that pruning's fine-tune and
     distillation weigh the classes as the model they compress was trained to."""
@@ -126,125 +78,6 @@ def train_class_weights(cfg: Config) -> list[float] | None:
     train = read_json(path).get("train", {}) if path.exists() else {}
     weights = (train.get("class_weights") or {}).get("weights")
     return [float(w) for w in weights] if weights else None
-
-
-def _rows_df(spark: SparkSession, cfg: Config, split: str, fold: int | None) -> DataFrame:
-    from pyspark.sql import functions as F
-
-    from sparkforge.data.prepare import FOLD
-
-    df = _split_df(spark, cfg, split)
-    return df if fold is None else df.filter(F.col(FOLD) == fold)
-
-
-def score_split(spark: SparkSession, cfg: Config, path: Path, variant: str,
-                split: str, fold: int | None = None) -> DataFrame:
-    """``split`` (only its ``fold`` when given) scored in Spark by the ONNX file ``path``
-    (not yet computed)."""
-    from sparkforge.infer import score_df
-
-    return score_df(_rows_df(spark, cfg, split, fold), model_path=str(path.resolve()),
-                    sha256=sha256_file(path), inputs=_inputs(cfg),
-                    labels=read_json(cfg.out / "model" / "labels.json"), variant=variant,
-                    batch_size=cfg.score.batch_size)
-
-
-def split_quality(scored: DataFrame, labels: list[str]) -> dict[str, Any]:
-    """Metrics of scored rows, computed in Spark; ``gate_metric`` is accuracy (R2)."""
-    from sparkforge.metrics import classification_metrics, regression_metrics
-
-    if not labels:
-        m = regression_metrics(scored)
-        m["gate_metric"] = m["r2"]
-        return m
-    m = classification_metrics(scored, labels)
-    m["gate_metric"] = m["accuracy"]
-    return m
-
-
-def variant_quality(spark: SparkSession, cfg: Config, path: Path, variant: str,
-                    split: str, fold: int | None = None) -> dict[str, Any]:
-    """Score ``split`` in Spark with ``path`` and compute its metrics in Spark."""
-    labels = read_json(cfg.out / "model" / "labels.json")
-    return split_quality(score_split(spark, cfg, path, variant, split, fold), labels)
-
-
-def gate_rows(spark: SparkSession, cfg: Config) -> tuple[str, int | None, str]:
-    """(split, fold, description) of the rows the gate judges on: validation fold 1.
-
-    Preprocessed data from before the fold column is judged on the whole validation
-    split (with a warning: training chose its epoch on those rows too); an empty fold
-    falls back to the whole split, an empty split to train (tiny inputs).
-    """
-    from sparkforge.data.prepare import FOLD, GATE_FOLD
-
-    val = _split_df(spark, cfg, "val")
-    if FOLD not in val.columns:
-        log.warning("compress: preprocessed/ has no %r column (written by an older version); "
-                    "the gate judges on the whole validation split, which also chose the "
-                    "training epoch: rerun `sparkforge preprocess` to separate them", FOLD)
-        return "val", None, "val split (no fold column)"
-    counts = {r[FOLD]: r["count"] for r in val.groupBy(FOLD).count().collect()}
-    if counts.get(GATE_FOLD, 0):
-        return "val", GATE_FOLD, f"val fold {GATE_FOLD} ({counts[GATE_FOLD]} rows)"
-    if sum(counts.values()):
-        log.warning("compress: validation fold %d is empty; the gate judges on the whole "
-                    "validation split", GATE_FOLD)
-        return "val", None, f"val split ({sum(counts.values())} rows; fold {GATE_FOLD} empty)"
-    n = _split_df(spark, cfg, "train").count()
-    log.warning("compress: the validation split is empty; the gate judges on train rows")
-    return "train", None, f"train split ({n} rows; val empty)"
-
-
-def split_parity(scored: DataFrame, reference: DataFrame, regression: bool) -> dict[str, Any]:
-    """Agreement of two scorings of the same rows, joined by id and aggregated in Spark.
-
-    Classification: ``max_abs_prob_diff`` (over rows and classes) and ``agreement``
-    (same predicted label); regression: ``max_abs_pred_diff`` and ``mean_abs_pred_diff``.
-    """
-    from pyspark.sql import functions as F
-
-    a = scored.select("id", F.col("prediction").alias("p"), F.col("probability").alias("q"))
-    b = reference.select("id", F.col("prediction").alias("rp"),
-                         F.col("probability").alias("rq"))
-    joined = a.join(b, "id")
-    if regression:
-        diff = F.abs(F.col("p") - F.col("rp"))
-        row = joined.agg(F.max(diff).alias("mx"), F.avg(diff).alias("mean"),
-                         F.count(F.lit(1)).alias("n")).first()
-        assert row is not None
-        return {"max_abs_pred_diff": float(row["mx"] or 0.0),
-                "mean_abs_pred_diff": float(row["mean"] or 0.0), "rows": int(row["n"])}
-    max_diff = F.expr("aggregate(zip_with(q, rq, (x, y) -> abs(x - y)), 0D, "
-                      "(acc, v) -> greatest(acc, v))")
-    row = joined.agg(F.max(max_diff).alias("mx"),
-                     F.avg((F.col("p") == F.col("rp")).cast("double")).alias("agree"),
-                     F.count(F.lit(1)).alias("n")).first()
-    assert row is not None
-    return {"max_abs_prob_diff": float(row["mx"] or 0.0),
-            "agreement": float(row["agree"] if row["agree"] is not None else 1.0),
-            "rows": int(row["n"])}
-
-
-def sample_split(spark: SparkSession, cfg: Config, split: str, rows: int,
-                 columns: list[str]) -> dict[str, np.ndarray]:
-    """A seeded Spark sample of about ``rows`` rows of ``split`` (bounded; to the driver)."""
-    df = _split_df(spark, cfg, split).select(*columns)
-    n = df.count()
-    if n == 0:
-        return {c: np.zeros((0,)) for c in columns}
-    fraction = min(1.0, 1.2 * rows / n)
-    pdf: Any = df.sample(fraction=fraction, seed=cfg.train.seed).limit(rows).toPandas()
-    out: dict[str, np.ndarray] = {}
-    for c in columns:
-        if c in ("input_ids", "attention_mask"):
-            out[c] = np.stack(pdf[c].to_numpy()).astype(np.int64)
-        elif c == "features":
-            out[c] = np.stack(pdf[c].to_numpy()).astype(np.float32)
-        else:
-            out[c] = pdf[c].to_numpy()
-    log.info("Sampled %d of %d %s rows for calibration", len(pdf), n, split)
-    return out
 
 
 class _Builder:
@@ -256,7 +89,7 @@ class _Builder:
         self.spark, self.cfg, self.model, self.spec = spark, cfg, model, spec
         self.fp32, self.example = fp32, example
         self.parity_sample = parity_sample if parity_sample is not None else example
-        self.cdir = cfg.out / "compressed"
+        self.run = RunDir(cfg.out)
         self.info: dict[str, dict[str, Any]] = {}
         self._built: dict[str, Path] = {}
         self._calibration: dict[str, np.ndarray] | None = None
@@ -271,7 +104,7 @@ class _Builder:
 
     def build(self, name: str) -> Path:
         if name not in self._built:
-            dst = self.cdir / name / "model.onnx"
+            dst = self.run.variant(name)
             dst.parent.mkdir(parents=True, exist_ok=True)
             t0 = time.time()
             info = getattr(self, f"_build_{name}")(dst)
@@ -355,7 +188,7 @@ class _Builder:
 
         ids = (_split_df(self.spark, self.cfg, "train")
                .select(F.explode("input_ids").alias("t")).distinct().collect())
-        tok = Tokenizer.from_file(str(self.cfg.out / "model" / "tokenizer.json"))
+        tok = Tokenizer.from_file(str(self.run.tokenizer))
         unk = tok.token_to_id("[UNK]")
         return [int(r["t"]) for r in ids], 100 if unk is None else int(unk)
 
@@ -430,7 +263,7 @@ class _Builder:
         from sparkforge import baseline
 
         cfg = self.cfg
-        labels = read_json(cfg.out / "model" / "labels.json")
+        labels = read_json(self.run.labels)
         train = sample_split(self.spark, cfg, "train", cfg.evaluate.baseline_max_rows,
                              [*_inputs(cfg), _target(cfg)])
         fitted = baseline.fit_baseline(train, text=cfg.is_text, regression=cfg.is_regression,
@@ -448,7 +281,7 @@ def _measure(spark: SparkSession, cfg: Config, name: str, path: Path, rows: tupl
     and parity (in Spark; ``own_parity``: against the model it was exported from)."""
     t0 = time.time()
     split, fold = rows
-    labels = read_json(cfg.out / "model" / "labels.json")
+    labels = read_json(RunDir(cfg.out).labels)
     if name == FP32:
         q = split_quality(ref_scored, labels)
     else:
@@ -497,19 +330,19 @@ def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     from sparkforge.train.loader import read_split, trim_padding
 
     out = cfg.out
-    cdir = out / "compressed"
+    run = RunDir(out)
     model, spec = load_trained(cfg)
-    val = read_split(out / "preprocessed" / "split=val", _inputs(cfg))
+    val = read_split(run.split("val"), _inputs(cfg))
     n_val = len(next(iter(val.values())))
     parity_split = "val" if n_val else "train"
     if n_val == 0:  # tiny inputs may leave val empty; parity then uses train rows
-        val = read_split(out / "preprocessed" / "split=train", _inputs(cfg))
+        val = read_split(run.split("train"), _inputs(cfg))
     # Padding trimmed to the sample's longest row, as scoring trims each batch.
     sample = trim_padding({k: v[: cfg.compress.parity_rows] for k, v in val.items()})
     example = {k: v[:4] for k, v in sample.items()}
     n_sample = len(sample[_inputs(cfg)[0]])
 
-    paths = {FP32: cdir / FP32 / "model.onnx"}
+    paths = {FP32: run.variant(FP32)}
     export_meta = export_onnx(model, spec, paths[FP32], example)
     # Export parity: the fp32 graph against the torch model on sample rows.
     parity = check_parity(model, paths[FP32], sample)
@@ -580,9 +413,9 @@ def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     if cfg.evaluate.threshold != "0.5":
         selection["threshold"] = choose_threshold(spark, cfg, chosen, paths[chosen],
                                                   (split, fold, gate_desc))
-    write_json_atomic(cdir / "selection.json", selection)
+    write_json_atomic(run.selection, selection)
     update_manifest(out, "compress", selection,
-                    [*measured.values(), cdir / "selection.json"])
+                    [*measured.values(), run.selection])
     print(format_table(figures, chosen), flush=True)
     return selection
 
@@ -631,32 +464,3 @@ def _warn_if_linear_wins(cfg: Config, figures: dict[str, dict[str, Any]], chosen
                 "baseline %s's %.4f (%s is published); try %s", neural,
                 figures[neural]["gate_metric"], base.get("model", LINEAR), b, chosen,
                 what_to_try(cfg))
-
-
-def _num(v: float) -> str:
-    """Three significant digits, without exponent notation for large values."""
-    return f"{v:.0f}" if v >= 1000 else f"{v:.3g}"
-
-
-def _ratio(v: float) -> str:
-    return f"{v:.2f}" if v >= 0.01 else "<0.01"
-
-
-def format_table(figures: dict[str, dict[str, Any]], chosen: str) -> str:
-    """The decision as the compress stage prints it: one row per variant, * = selected."""
-    rows = ["variant          size_MB  size_x  lat_b1_ms  lat_b1024_ms  lat_x  val_metric  "
-            "max|dp|  agree   decision"]
-    for name, f in figures.items():
-        mark = "*" if name == chosen else " "
-        if "error" in f:
-            rows.append(f"{mark}{name:<15} {f.get('file_bytes', 0) / 1e6:7.3g}  "
-                        f"{'-':>6}  {'-':>9}  {'-':>12}  {'-':>5}  {'-':>10}  {'-':>7}  "
-                        f"{'-':>5}   {f['decision']}")
-            continue
-        dp = f.get("parity_max_abs_prob_diff", f.get("parity_max_abs_pred_diff", float("nan")))
-        agree = f.get("parity_agreement", float("nan"))
-        rows.append(f"{mark}{name:<15} {f['file_bytes'] / 1e6:7.3g}  {f['size_ratio']:6.2f}  "
-                    f"{_num(f['latency_ms_b1']):>9}  {_num(f['latency_ms_b1024']):>12}  "
-                    f"{_ratio(f['latency_ratio_b1024']):>5}  {f['gate_metric']:10.4f}  "
-                    f"{dp:7.1e}  {agree:5.3f}   {f['decision']}")
-    return "\n".join(rows)

@@ -20,6 +20,7 @@ from sparkforge.artifacts import (
     write_json_atomic,
 )
 from sparkforge.config import Config
+from sparkforge.rundir import RunDir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -37,7 +38,7 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     cfg = scoring_config(cfg)
     out = cfg.out
     target = evaluate_target(cfg)
-    labels = read_verified_json(out, out / "model" / "labels.json")
+    labels = read_verified_json(out, RunDir(out).labels)
     run_manifest = read_verified_json(out, target.final / RUN_MANIFEST)
     selection = read_selection(out)
     selected = selection["selected"]

@@ -65,14 +65,7 @@ def _text_stats(df: DataFrame, max_length: int, unk_id: int | None) -> dict[str,
             "truncation_rate": row["trunc"], "unknown_token_rate": row["unk_rate"]}
 
 
-N_TOKENS = "n_tokens"
-
-
-def with_token_count(df: DataFrame) -> DataFrame:
-    from pyspark.sql import functions as F
-
-    return df.withColumn(N_TOKENS, F.aggregate("attention_mask", F.lit(0),
-                                                lambda acc, x: acc + x))
+from sparkforge.tokenize import N_TOKENS, with_token_count  # noqa: E402
 
 
 def drift_reference(df: DataFrame, numeric: list[str], categorical: list[str],

@@ -51,6 +51,8 @@ from sparkforge.infer.runs import (
     staging_dirs,
     verified_variants,
 )
+from sparkforge.models import task_input_names
+from sparkforge.rundir import RunDir
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -87,20 +89,20 @@ class ScoringModel:
 def load_scoring_model(cfg: Config) -> ScoringModel:
     """Read and verify every artifact scoring needs, before any Spark work; raises
     :class:`~sparkforge.artifacts.ArtifactError` (exit code 2) naming a changed file."""
-    out, model_dir = cfg.out, cfg.out / "model"
+    out, run = cfg.out, RunDir(cfg.out)
     selection = read_selection(out)
-    labels = read_verified_json(out, model_dir / "labels.json")
+    labels = read_verified_json(out, run.labels)
     if cfg.is_text:
-        encoding: Any = read_verified_text(out, model_dir / "tokenizer.json")
+        encoding: Any = read_verified_text(out, run.tokenizer)
         fitted = Fitted(labels=labels, numeric=[], categories={})
     else:
-        encoding = read_verified_json(out, model_dir / "preprocessor.json")
+        encoding = read_verified_json(out, run.preprocessor)
         fitted = Fitted(labels=labels, numeric=list(encoding["numeric"]),
                         categories=dict(encoding["categorical"]),
                         quarantine_unseen_categories=cfg.score.quarantine_unseen_categories,
                         numeric_stats={c: (float(v["mean"]), float(v["std"]))
                                        for c, v in encoding["numeric"].items()})
-    ref = model_dir / "reference.json"
+    ref = run.reference
     reference = read_verified_json(out, ref) if ref.exists() else None
     return ScoringModel(labels=labels, fitted=fitted, encoding=encoding, selection=selection,
                         sha256=verified_variants(out, selection), reference=reference)
@@ -141,7 +143,7 @@ def _seen_splits(spark: SparkSession, cfg: Config) -> DataFrame:
 
     rank = (F.when(F.col("split") == "train", 0).when(F.col("split") == "val", 1)
             .otherwise(2))
-    return (spark.read.parquet(str(cfg.out / "preprocessed")).select("id", "split")
+    return (spark.read.parquet(str(RunDir(cfg.out).preprocessed)).select("id", "split")
             .groupBy("id").agg(F.min(F.struct(rank.alias("r"), F.col("split"))).alias("m"))
             .select("id", F.col("m.split").alias("_seen")))
 
@@ -168,7 +170,7 @@ def run_score(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         manifest = _score(spark, cfg, model, target)
         update_manifest(out, target.manifest_section,
                         {**manifest, "published": str(target.final.relative_to(out)),
-                         "run_dates": published_dates(out / "scores")},
+                         "run_dates": RunDir(out).published_dates()},
                         [target.final / RUN_MANIFEST])
         if target.dated and cfg.score.output_table:
             write_output_table(spark, cfg.score.output_table, target)
@@ -191,13 +193,13 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
     prep = prepare(spark, cfg, stage="score", fitted=model.fitted, input_path=source,
                    keep_columns=keep)
     kept = prep.kept
-    if (out / "preprocessed").exists():
+    if RunDir(out).preprocessed.exists():
         # Rows the pipeline saw keep their train/val/test split (stratified splits cannot
         # be recomputed row by row); rows it never saw are "new".
         kept = (kept.join(_seen_splits(spark, cfg), "id", "left")
                 .withColumn("split", F.coalesce(F.col("_seen"), F.lit(NEW_SPLIT)))
                 .drop("_seen"))
-    scores_dir = out / "scores"
+    scores_dir = RunDir(out).scores
     skipped = 0
     if cfg.run.incremental:
         earlier = [d for d in published_dates(scores_dir) if d != target.run_date]
@@ -209,7 +211,7 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
             skipped = before - kept.count()
     encoded = encode(cfg, kept, model, keep).cache()
 
-    inputs = ["input_ids", "attention_mask"] if cfg.is_text else ["features"]
+    inputs = task_input_names(text=cfg.is_text)
     threads = int(spark.conf.get("spark.task.cpus", "1") or "1")
     parts = []
     for variant, rel in selection["paths"].items():
@@ -301,8 +303,8 @@ def _drift(spark: SparkSession, cfg: Config, model: ScoringModel, rows: DataFram
     model's scores against training."""
     from pyspark.sql import functions as F
 
-    from sparkforge.jobs.preprocess import with_token_count
     from sparkforge.metrics.drift import drift_report, numeric_edges, profile
+    from sparkforge.tokenize import with_token_count
 
     if model.reference is None:
         return {"psi": {}, "threshold": cfg.score.drift_threshold, "drifted": []}
@@ -314,18 +316,18 @@ def _drift(spark: SparkSession, cfg: Config, model: ScoringModel, rows: DataFram
     score_col = (F.col("prediction") if cfg.is_regression
                  else F.array_max(F.col("probability"))).alias("score")
     selected = model.selected
-    sref_path = cfg.out / "model" / f"score_reference-{selected}.json"
+    sref_path = RunDir(cfg.out).score_reference(selected)
     if sref_path.exists():
         sref = read_verified_json(cfg.out, sref_path)
     else:
         from sparkforge.infer import score_df
 
-        pre = spark.read.parquet(str(cfg.out / "preprocessed")).filter(F.col("split") == "val")
+        pre = (spark.read.parquet(str(RunDir(cfg.out).preprocessed))
+               .filter(F.col("split") == "val"))
         rel = model.selection["paths"][selected]
         val_scores = score_df(pre, model_path=str((cfg.out / rel).resolve()),
                               sha256=model.sha256[selected],
-                              inputs=["input_ids", "attention_mask"] if cfg.is_text
-                              else ["features"], labels=model.labels,
+                              inputs=task_input_names(text=cfg.is_text), labels=model.labels,
                               variant=selected).select(score_col)
         sref = profile(val_scores, numeric_edges(val_scores, ["score"]), [])
         write_json_atomic(sref_path, sref)
@@ -342,24 +344,23 @@ def run_embed(spark: SparkSession, cfg: Config) -> dict[str, Any]:
 
     from sparkforge.compress.onnx_export import export_onnx
     from sparkforge.infer import embed_df
-    from sparkforge.jobs.compress import load_trained
-    from sparkforge.train.loop import BEST_WEIGHTS
+    from sparkforge.models.trained import load_trained
 
     if cfg.model_name != "minilm":
         raise ConfigError(f"score.mode=embed needs train.model=minilm (got {cfg.model_name!r})")
-    out = cfg.out
-    labels = read_verified_json(out, out / "model" / "labels.json")
+    out, run = cfg.out, RunDir(cfg.out)
+    labels = read_verified_json(out, run.labels)
     model = ScoringModel(labels=labels, fitted=Fitted(labels=labels, numeric=[], categories={}),
-                         encoding=read_verified_text(out, out / "model" / "tokenizer.json"),
+                         encoding=read_verified_text(out, run.tokenizer),
                          selection={}, sha256={}, reference=None)
-    enc_path = out / "compressed" / "encoder" / "model.onnx"
+    enc_path = run.variant("encoder")
     if enc_path.exists():
         enc_sha = verify_artifact(out, enc_path)
     else:
         import numpy as np
 
-        for name in ("model.json", BEST_WEIGHTS):  # what load_trained reads
-            verify_artifact(out, out / "model" / name)
+        for path in (run.model_spec, run.weights):  # what load_trained reads
+            verify_artifact(out, path)
         trained, spec = load_trained(cfg)
         export_onnx(_Encoder(trained), spec, enc_path,
                     {"input_ids": np.ones((2, 8), dtype=np.int64),
@@ -375,8 +376,8 @@ def run_embed(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     encoded = encode(cfg, prep.kept, model, keep)
     emb = embed_df(encoded, model_path=str(enc_path.resolve()), sha256=enc_sha,
                    batch_size=cfg.score.batch_size, passthrough=keep)
-    final = out / "embeddings" / f"run_date={cfg.run.run_date}"
-    staging = out / "embeddings" / STAGING / f"{final.name}.{uuid.uuid4().hex[:8]}"
+    final = run.dated(run.embeddings, cfg.run.run_date)
+    staging = run.embeddings / STAGING / f"{final.name}.{uuid.uuid4().hex[:8]}"
     try:
         emb.write.mode("overwrite").parquet(str(staging))
         n = spark.read.parquet(str(staging)).count()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "INPUT_DTYPES",
     "MODEL_NAMES",
     "build_model",
     "input_names",
@@ -33,6 +34,7 @@ __all__ = [
     "model_vocab_path",
     "pretrained_model_dir",
     "save_weights",
+    "task_input_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,10 @@ _SPEC_KEYS: dict[str, dict[str, Any]] = {
 }
 MODEL_NAMES = tuple(_SPEC_KEYS)
 _TEXT_INPUTS = ["input_ids", "attention_mask"]
+_TABULAR_INPUTS = ["features"]
+# numpy dtype of each model input (ONNX graphs are exported with these; the Parquet
+# columns may be narrower, e.g. int32 token ids, and are widened before a model call).
+INPUT_DTYPES = {"features": "float32", "input_ids": "int64", "attention_mask": "int64"}
 
 
 def _resolve(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -97,7 +103,14 @@ def build_model(spec: Mapping[str, Any]) -> torch.nn.Module:
 def input_names(spec: Mapping[str, Any]) -> list[str]:
     """Positional ``forward`` inputs (and ONNX input names) for the model of ``spec``."""
     name, _ = _resolve(spec)
-    return ["features"] if name == "mlp" else list(_TEXT_INPUTS)
+    return task_input_names(text=name != "mlp")
+
+
+def task_input_names(*, text: bool) -> list[str]:
+    """The model inputs of a text or a tabular task (every text model takes token ids and
+    their mask, every tabular model the encoded feature vector): for stages that know the
+    task (``Config.is_text``) but have not loaded a model spec."""
+    return list(_TEXT_INPUTS if text else _TABULAR_INPUTS)
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> Path:

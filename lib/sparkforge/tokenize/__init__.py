@@ -213,3 +213,16 @@ def tokenize_df(df: DataFrame, tokenizer_json: str, text_col: str = "text",
     return out.select(*rest, F.col("_tok.text").alias(text_col),
                       F.col("_tok.input_ids").alias("input_ids"),
                       F.col("_tok.attention_mask").alias("attention_mask"))
+
+
+# Tokens per row (the mask's sum): the drift statistic of text inputs, profiled by
+# preprocess on train and compared by every scoring run.
+N_TOKENS = "n_tokens"
+
+
+def with_token_count(df: DataFrame) -> DataFrame:
+    """``df`` with :data:`N_TOKENS`, the number of real tokens of each row."""
+    from pyspark.sql import functions as F
+
+    return df.withColumn(N_TOKENS, F.aggregate("attention_mask", F.lit(0),
+                                                lambda acc, x: acc + x))
