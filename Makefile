@@ -53,6 +53,9 @@ $(PST_STAMP): pyproject.toml Makefile | $(STAMP)
 	# torch pinned to the 2.13.0 CPU build, as in the main venv.
 	$(PST_BIN)/python -m pip install -q $(PST_PKGS)
 	$(PST_BIN)/python -m pip install -q --no-deps -e .
+	# The floor: pyproject.toml's ranges must admit this set (pip resolves sparkforge's
+	# dependencies against these pins and installs nothing: --dry-run).
+	$(PST_BIN)/python -m pip install -q --dry-run '.[spark]' $(PST_PKGS)
 	$(PST_BIN)/python -c "import petastorm.spark, pyarrow, numpy, pyspark, torch; \
 	  import sparkforge.train.loader, sparkforge.jobs.train; \
 	  print('petastorm', petastorm.__version__, 'pyarrow', pyarrow.__version__, \
