@@ -49,6 +49,8 @@ def build_wheel(dist: Path) -> Path:
     ``build/`` and ``lib/*.egg-info`` are gitignored)."""
     out = wheel_path(dist)
     out.unlink(missing_ok=True)
+    # setuptools reuses build/lib: a module deleted from lib/ would linger in the wheel.
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                     "--no-build-isolation", "-w", str(dist), str(ROOT)], check=True)
     if not out.exists():
