@@ -82,7 +82,10 @@ def test_pipeline_through_connect_equals_the_local_run(
     proc = subprocess.run([sys.executable, "-m", "sparkforge", "pipeline", "--config",
                            str(config), "--set", f"output.dir={connect_out}", "--verbose"],
                           capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-6000:]}"
+    # the CLI's own lines first (the cause), then the tail (a JVM stack may fill it)
+    said = "\n".join(line for line in proc.stderr.splitlines() if "sparkforge" in line)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{said[-4000:]}\n" \
+                                 f"{proc.stderr[-3000:]}"
     assert "Connect session on " + connect_server.url in proc.stderr  # not a local session
 
     got, want = _outcome(connect_out), _outcome(local_out)

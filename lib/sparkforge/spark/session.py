@@ -93,7 +93,10 @@ def default_parallelism(spark: SparkSession) -> int:
     from pyspark.sql import functions as F
 
     # (spark.sql.leafNodeDefaultParallelism, when set, is what such scans get instead.)
-    row = spark.range(0, 1 << 16).agg(F.max(F.spark_partition_id()).alias("p")).first()
+    # The partition id is projected first: Spark refuses a non-deterministic expression
+    # (spark_partition_id) inside an aggregate function.
+    row = (spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
+           .agg(F.max("p").alias("p")).first())
     return int(row["p"]) + 1 if row is not None and row["p"] is not None else 1
 
 
