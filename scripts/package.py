@@ -94,6 +94,7 @@ def build_env(dist: Path, wheel: Path) -> Path:
     out.unlink(missing_ok=True)
     subprocess.run([sys.executable, "-m", "venv_pack", "-p", str(env), "-o", str(out), "-q"],
                    check=True)
+    out.chmod(0o644)  # venv-pack writes it owner-only; the other artifacts are 0644
     return out
 
 
