@@ -116,7 +116,9 @@ def start(state_dir: str | Path = DEFAULT_DIR, *, port: int = DEFAULT_PORT,
     with open(logfile, "ab") as out:
         # spark-submit ends in `exec spark-class` -> `exec java`: this pid is the JVM's. A
         # new session: the server outlives `make connect-up` and ignores the terminal's ^C.
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=d,
+        # cwd: the server, not the client, resolves a relative data.input or output.dir;
+        # from the checkout they mean what they mean to a client run from there.
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                 start_new_session=True)
     s = Server(state_dir=str(d), url=f"sc://127.0.0.1:{port}", port=port, pid=proc.pid,
                master=master, log=str(logfile))
