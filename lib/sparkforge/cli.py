@@ -53,11 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from sparkforge.config import ConfigError, load_config
     from sparkforge.data.preflight import check_inputs
-    from sparkforge.spark.session import check_master
+    from sparkforge.spark.session import check_connect, check_master
 
     try:
         cfg = load_config(args.config, args.overrides)
         check_master(cfg.spark)
+        check_connect(cfg)
         check_inputs(cfg, args.stage)
     except ConfigError as e:
         print(f"sparkforge: config error: {e}", file=sys.stderr)

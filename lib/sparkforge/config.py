@@ -75,6 +75,14 @@ class SparkConfig:
     app_name: str = "sparkforge"
     # Extra Spark properties, e.g. {"spark.executor.memory": "4g"}.
     conf: dict[str, str] = field(default_factory=dict)
+    # A Spark Connect server, e.g. "sc://127.0.0.1:15002" (SPARK_REMOTE in the environment
+    # overrides it): the session is then a Connect client and spark.master is the server's.
+    remote: str = ""
+
+    def __post_init__(self) -> None:
+        if self.remote and not self.remote.startswith("sc://"):
+            _fail("spark.remote", self.remote, "use a Spark Connect URL, sc://host:port "
+                  "(e.g. sc://127.0.0.1:15002 from `make connect-up`), or leave it empty")
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,10 @@ def _use_gpu(spark: SparkSession, cfg: Config) -> bool:
 
 
 def _num_executors(spark: SparkSession) -> int:
+    from sparkforge.spark.session import is_connect
+
+    if is_connect(spark):  # Spark Connect: no status tracker; counted as one
+        return 1
     sc = spark.sparkContext
     if (sc.master or "").startswith("local"):
         return 1
@@ -117,7 +121,9 @@ def check_resources(spark: SparkSession, cfg: Config, use_gpu: bool) -> int:
                         "share cores", t.num_processes, cores)
         return max(1, cores // t.num_processes)
     task_cpus = int(spark.conf.get("spark.task.cpus", "1") or "1")
-    parallelism = spark.sparkContext.defaultParallelism
+    from sparkforge.spark.session import default_parallelism  # Connect-safe
+
+    parallelism = default_parallelism(spark)
     slots = parallelism // max(task_cpus, 1)
     detail = f"default parallelism {parallelism} / spark.task.cpus={task_cpus}"
     if use_gpu:
@@ -165,6 +171,10 @@ def petastorm_converter(spark: SparkSession, cfg: Config, columns: list[str]) ->
 
     The cache goes under ``output.dir/petastorm_cache`` unless the session sets
     ``petastorm.spark.converter.parentCacheDirUrl``; ``converter.delete()`` removes it."""
+    from sparkforge.spark.session import PETASTORM_OVER_CONNECT, is_connect
+
+    if is_connect(spark):  # the converter needs the SparkContext (and df.rdd below)
+        raise ConfigError(PETASTORM_OVER_CONNECT)
     try:
         from petastorm.spark import make_spark_converter
     except ImportError as e:

@@ -2,6 +2,10 @@
 
 Library code never calls this: it takes ``spark`` or uses ``df.sparkSession``.
 The CLI, the tests' fixture and notebooks call :func:`get_session`.
+
+``spark.remote`` (or ``SPARK_REMOTE``) makes it a Spark Connect client session. Code that
+may run on either kind uses :func:`is_connect` and :func:`default_parallelism` here
+instead of ``spark.sparkContext``, which a Connect session does not have.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
-from sparkforge.config import ConfigError, SparkConfig
+from sparkforge.config import Config, ConfigError, SparkConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -21,6 +25,12 @@ log = logging.getLogger(__name__)
 
 # Environment variable that overrides spark.master for a whole run (clusters, CI).
 MASTER_ENV = "SPARKFORGE_MASTER"
+# pyspark's own variable for a Spark Connect URL; it overrides spark.remote.
+REMOTE_ENV = "SPARK_REMOTE"
+PETASTORM_OVER_CONNECT = (
+    "train.loader='petastorm' cannot run through Spark Connect (spark.remote or "
+    "SPARK_REMOTE): petastorm's converter needs the SparkContext, which a Connect session "
+    "does not have; use train.loader=arrow, or run without spark.remote/SPARK_REMOTE")
 
 
 # The master URLs Spark 4 accepts (SparkContext.createTaskScheduler); anything else fails
@@ -45,6 +55,58 @@ def check_master(cfg: SparkConfig) -> None:
                           "spark://host:7077, yarn or k8s://https://host:port")
 
 
+def remote_url(cfg: SparkConfig) -> str:
+    """The Spark Connect URL of this run: ``SPARK_REMOTE``, else ``spark.remote``, else ''."""
+    return os.environ.get(REMOTE_ENV) or cfg.remote
+
+
+def check_connect(cfg: Config) -> None:
+    """Refuse, before any Spark work, what cannot run through a Spark Connect session
+    (a client with no SparkContext, no RDDs and no JVM of its own)."""
+    url = remote_url(cfg.spark)
+    if not url:
+        return
+    key = REMOTE_ENV if os.environ.get(REMOTE_ENV) else "spark.remote"
+    if not url.startswith("sc://"):
+        raise ConfigError(f"{key}={url!r}: use a Spark Connect URL, sc://host:port")
+    if cfg.train.loader == "petastorm":
+        raise ConfigError(f"{PETASTORM_OVER_CONNECT} ({key}={url!r})")
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect client session (no sparkContext, no rdd)."""
+    try:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+    except ImportError:  # the connect extra (grpcio, ...) is not installed: classic only
+        return False
+    return isinstance(spark, ConnectSession)
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """The cluster's default parallelism (task slots of a local master or of the
+    executors), on a classic or a Spark Connect session."""
+    if not is_connect(spark):
+        return int(spark.sparkContext.defaultParallelism)
+    # A Connect client cannot ask the SparkContext; spark.range without numPartitions is
+    # split into exactly that many partitions (SparkSession.range's leaf-node default),
+    # and with >= 1 row per partition each one shows up in spark_partition_id().
+    from pyspark.sql import functions as F
+
+    # (spark.sql.leafNodeDefaultParallelism, when set, is what such scans get instead.)
+    # The partition id is projected first: Spark refuses a non-deterministic expression
+    # (spark_partition_id) inside an aggregate function.
+    row = (spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
+           .agg(F.max("p").alias("p")).first())
+    return int(row["p"]) + 1 if row is not None and row["p"] is not None else 1
+
+
+def master_of(spark: SparkSession) -> str:
+    """The master URL the session runs on (a Connect server's own master included)."""
+    if is_connect(spark):
+        return str(spark.conf.get("spark.master", "") or "")
+    return str(spark.sparkContext.master)
+
+
 def get_session(cfg: SparkConfig | None = None, *, extra: dict[str, str] | None = None
                 ) -> SparkSession:
     """Build (or reuse) the SparkSession for ``cfg``.
@@ -57,16 +119,20 @@ def get_session(cfg: SparkConfig | None = None, *, extra: dict[str, str] | None 
     from pyspark.sql import SparkSession
 
     cfg = cfg or SparkConfig()
+    remote = remote_url(cfg)
+    if remote:
+        return _connect_session(cfg, remote, extra)
     master = os.environ.get(MASTER_ENV) or cfg.master
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(cfg.app_name)
+    launched = _launch_conf()
     # Under spark-submit the JVM already exists (it set PYSPARK_GATEWAY_PORT) and the
     # master comes from the spark-submit command line: only the env override wins then.
     if "PYSPARK_GATEWAY_PORT" not in os.environ or os.environ.get(MASTER_ENV):
         builder = builder.master(master)
     else:
-        master = os.environ.get("MASTER", "")
+        master = launched.get("spark.master", "")
     props = {
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": "4096",
@@ -81,6 +147,9 @@ def get_session(cfg: SparkConfig | None = None, *, extra: dict[str, str] | None 
         props["spark.driver.host"] = "127.0.0.1"
         props["spark.driver.bindAddress"] = "127.0.0.1"
         props["spark.driver.memory"] = os.environ.get("SPARKFORGE_DRIVER_MEMORY", "4g")
+    # The defaults above yield to what spark-submit was given (--properties-file, --conf):
+    # a builder setting would override it. The config's spark.conf and ``extra`` still win.
+    props = {k: v for k, v in props.items() if k not in launched}
     props.update(cfg.conf)
     props.update(extra or {})
     for k, v in props.items():
@@ -89,4 +158,41 @@ def get_session(cfg: SparkConfig | None = None, *, extra: dict[str, str] | None 
     spark.sparkContext.setLogLevel(os.environ.get("SPARKFORGE_SPARK_LOG_LEVEL", "ERROR"))
     log.info("Spark %s session on %s (default parallelism %d)", spark.version,
              spark.sparkContext.master, spark.sparkContext.defaultParallelism)
+    return spark
+
+
+def _launch_conf() -> dict[str, str]:
+    """The Spark properties spark-submit launched this driver with (its JVM's SparkConf),
+    or {} outside spark-submit."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return {}
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # connects to spark-submit's JVM, starts nothing
+    return dict(SparkConf().getAll())
+
+
+def _connect_session(cfg: SparkConfig, remote: str, extra: dict[str, str] | None
+                     ) -> SparkSession:
+    """A Spark Connect client session on ``remote``.
+
+    The server owns the master, the driver's settings and its log level; the client may
+    only set runtime SQL settings. Spark Connect drops static ones silently, so only
+    ``spark.sql.*`` defaults are sent, then ``spark.conf`` and ``extra`` as given."""
+    from pyspark.sql import SparkSession
+
+    props = {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "4096",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    }
+    props.update(cfg.conf)
+    props.update(extra or {})
+    builder = SparkSession.builder.remote(remote).appName(cfg.app_name)
+    for k, v in props.items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    log.info("Spark %s Connect session on %s (server master %s)", spark.version, remote,
+             master_of(spark))
     return spark
