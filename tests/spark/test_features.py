@@ -139,3 +139,22 @@ def test_drift_profile_counts_every_column_in_one_job(spark) -> None:  # type: i
     vc = pdf["c"].fillna("\u2400").value_counts()
     top = sorted(vc.items(), key=lambda kv: (-kv[1], kv[0] != "\u2400", kv[0]))[:3]
     assert got["c"]["fractions"] == pytest.approx({v: k / n for v, k in top})
+
+
+def test_drift_reference_from_the_encoder_counts_equals_pandas(spark) -> None:  # type: ignore[no-untyped-def]
+    """Preprocess builds the categorical drift reference from the encoder fit's value
+    counts (nulls skipped, top 128) instead of counting again: 80 values (more than the
+    reference's 50), ties among the rare ones and a rare null, against pandas."""
+    from sparkforge.metrics.drift import categorical_fractions
+
+    rng = np.random.default_rng(11)
+    n = 600
+    pdf = pd.DataFrame({"c": rng.choice([f"v{i:02d}" for i in range(80)], n),
+                        "x": rng.normal(0, 1, n)})
+    pdf.loc[rng.random(n) < 0.012, "c"] = None
+    _, counts = features.fit_with_counts(spark.createDataFrame(pdf), ["x"], ["c"])
+    vc = pdf["c"].fillna("\u2400").value_counts()
+    top = sorted(vc.items(), key=lambda kv: (-kv[1], kv[0] != "\u2400", kv[0]))[:50]
+    assert "\u2400" in dict(top)  # the null ties with values and still takes its place
+    got = categorical_fractions(counts["c"])["fractions"]
+    assert got == pytest.approx({v: k / n for v, k in top})

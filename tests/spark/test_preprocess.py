@@ -178,3 +178,8 @@ def test_regression_label_of_the_wrong_type_is_quarantined(spark, tmp_path: Path
     s = run_preprocess(spark, cfg)
     assert s["quarantine_reasons"] == {"bad_label_type": 1}
     assert s["rows_in"] == 51 == s["rows_kept"] + s["rows_quarantined"]
+    # the target's train-split statistics (the model learns it standardised)
+    pre = pq.read_table(tmp_path / "run" / "preprocessed", columns=["label", "split"]
+                        ).to_pandas()
+    y = pre.loc[pre["split"] == "train", "label"].astype(float)
+    assert s["target"] == pytest.approx({"mean": y.mean(), "std": y.std(ddof=0)})

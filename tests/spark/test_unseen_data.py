@@ -115,6 +115,9 @@ def test_missing_spellings_non_finite_and_undecodable_values(spark, tmp_path: Pa
     assert s["rows_in"] == 401
     assert s["rows_kept"] == 401 - sum(expected.values())
     assert s["labels"] == ["no", "yes"]
+    # the '?' and 'NA' rows are kept with a null (imputed) value; counted in the one pass
+    # over the kept rows
+    assert s["null_rates"] == pytest.approx({"num": n_missing / s["rows_kept"], "cat": 0.0})
     ev = s["column_types"]["num"]
     assert ev["type"] == "numeric"
     assert ev["bad_values"] == expected["bad_type:num"]

@@ -66,30 +66,57 @@ class Prepared:
     type_evidence: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
-def _is_blank(c: Column) -> Column:
-    from pyspark.sql import functions as F
-
-    return c.isNull() | (F.trim(c.cast("string")) == "")
-
-
-def _is_null_token(c: Column) -> Column:
-    """Null, blank or a conventional spelling of missing ('?', 'NA', 'NaN', ...)."""
-    from pyspark.sql import functions as F
-
-    return c.isNull() | F.lower(F.trim(c.cast("string"))).isin(*NULL_TOKENS)
+def q(name: str) -> str:
+    """A column name quoted for a Spark SQL expression (backticks doubled)."""
+    return "`" + name.replace("`", "``") + "`"
 
 
-def _as_double(c: Column) -> Column:
-    """The value as a double; null for missing-value tokens and for what does not parse."""
-    from pyspark.sql import functions as F
-
-    return F.when(~_is_null_token(c), F.trim(c.cast("string")).try_cast("double"))
+def sql_str(value: str) -> str:
+    """A Python string as a Spark SQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _non_finite(v: Column) -> Column:
-    from pyspark.sql import functions as F
+def sql_double(value: float) -> str:
+    return f"CAST({sql_str(repr(float(value)))} AS DOUBLE)"
 
-    return F.isnan(v) | (F.abs(v) == F.lit(float("inf")))
+
+# The checks below are written as SQL text and turned into one expression with one
+# F.expr call: built from Column objects, every function is a round trip to the JVM
+# (about a thousand for a 40-column table, most of the driver time of a preprocess run).
+_NULL_TOKENS_SQL = ", ".join(sql_str(t) for t in NULL_TOKENS)
+
+
+def is_blank_sql(c: str) -> str:
+    """SQL: the value ``c`` (an SQL expression) is null or blank."""
+    return f"({c} IS NULL OR trim(CAST({c} AS STRING)) = '')"
+
+
+def is_null_token_sql(c: str) -> str:
+    """SQL: null, blank or a conventional spelling of missing ('?', 'NA', 'n/a', ...)."""
+    return f"({c} IS NULL OR lower(trim(CAST({c} AS STRING))) IN ({_NULL_TOKENS_SQL}))"
+
+
+def as_double_sql(c: str) -> str:
+    """SQL: the value as a double; null for missing-value tokens and what does not parse."""
+    return (f"CASE WHEN NOT {is_null_token_sql(c)} "
+            f"THEN try_cast(trim(CAST({c} AS STRING)) AS DOUBLE) END")
+
+
+def non_finite_sql(v: str) -> str:
+    return f"(isnan({v}) OR abs({v}) = CAST('Infinity' AS DOUBLE))"
+
+
+def undecodable_sql(c: str) -> str:
+    # Spark decodes with data.options.encoding and puts U+FFFD where bytes do not
+    # decode: such a value is not the one the user wrote (it would make a new class).
+    return f"(instr(CAST({c} AS STRING), '\ufffd') > 0)"
+
+
+def not_in_sql(c: str, values: list[str]) -> str:
+    """SQL: ``c`` (trimmed) is present and not one of ``values``."""
+    v = f"trim(CAST({c} AS STRING))"
+    known = f" AND NOT {v} IN ({', '.join(sql_str(x) for x in values)})" if values else ""
+    return f"(NOT {is_blank_sql(c)}{known})"
 
 
 def _numeric_columns(df: DataFrame, candidates: list[str]
@@ -106,10 +133,12 @@ def _numeric_columns(df: DataFrame, candidates: list[str]
                                               for c in numeric}
     if not strings:
         return numeric, evidence
+    # One aggregation for all columns, written as SQL text (one JVM call per aggregate).
     aggs = []
     for c in strings:
-        aggs.append(F.count(F.when(~_is_null_token(F.col(c)), 1)).alias(f"n_{c}"))
-        aggs.append(F.count(_as_double(F.col(c))).alias(f"ok_{c}"))
+        aggs.append(F.expr(f"count(CASE WHEN NOT {is_null_token_sql(q(c))} THEN 1 END)")
+                    .alias(f"n_{c}"))
+        aggs.append(F.expr(f"count({as_double_sql(q(c))})").alias(f"ok_{c}"))
     row = df.agg(*aggs).first()
     assert row is not None
     for c in strings:
@@ -232,62 +261,64 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
         df = df.withColumn(col, F.coalesce(F.col(col).cast("string"), F.lit(value))
                            .cast(df.schema[col].dataType))
 
-    def as_double(c: str) -> Column:
-        col = F.col(c)
+    # Each numeric column parsed once, into a double beside the raw value: the checks
+    # and the kept frame read the double (Spark does not re-inline an expression that its
+    # consumer uses more than once, so the parse is not repeated per check).
+    parsed: dict[str, str] = {}
+    present: dict[str, str] = {}
+    to_parse = list(numeric) + ([d.label_column] if cfg.is_regression and has_label else [])
+    extra = []
+    for i, c in enumerate(dict.fromkeys(to_parse)):
+        parsed[c], present[c] = f"_sf_d{i}", f"_sf_p{i}"
         if isinstance(df.schema[c].dataType, T.NumericType):
-            return col.cast("double")
-        return _as_double(col)
+            dbl, pres = f"CAST({q(c)} AS DOUBLE)", f"({q(c)} IS NOT NULL)"
+        else:
+            dbl, pres = as_double_sql(q(c)), f"(NOT {is_null_token_sql(q(c))})"
+        extra += [F.expr(dbl).alias(parsed[c]), F.expr(pres).alias(present[c])]
+    if extra:
+        df = df.select("*", *extra)
 
-    def undecodable(c: Column) -> Column:
-        # Spark decodes with data.options.encoding and puts U+FFFD where bytes do not
-        # decode: such a value is not the one the user wrote (it would make a new class).
-        return F.coalesce(c.cast("string").contains("\ufffd"), F.lit(False))
+    def as_double(c: str) -> Column:
+        return F.col(parsed[c])
 
-    # The first reason that applies wins; the order puts structural problems first.
-    checks: list[tuple[Column, Column | str]] = []
+    # The first reason that applies wins; the order puts structural problems first. A
+    # condition that is null counts as false (CASE WHEN).
+    lab_sql = q(d.label_column) if has_label else "CAST(NULL AS STRING)"
+    checks: list[tuple[str, str]] = []
     if CORRUPT in df.columns:
-        checks.append((F.col(CORRUPT).isNotNull(), "malformed_record"))
+        checks.append((f"{q(CORRUPT)} IS NOT NULL", "malformed_record"))
     if d.id_column:
-        checks.append((_is_blank(F.col(d.id_column)), "null_id"))
+        checks.append((is_blank_sql(q(d.id_column)), "null_id"))
     if fitted is None:
-        checks.append((_is_blank(label), "null_label"))
+        checks.append((is_blank_sql(lab_sql), "null_label"))
     if cfg.is_regression:
-        y = as_double(d.label_column) if has_label else F.lit(None).cast("double")
-        checks.append(((~_is_blank(label)) & y.isNull(), "bad_label_type"))
-        checks.append((_non_finite(y), "bad_value:label"))
+        y_sql = q(parsed[d.label_column]) if has_label else "CAST(NULL AS DOUBLE)"
+        checks.append((f"(NOT {is_blank_sql(lab_sql)}) AND {y_sql} IS NULL", "bad_label_type"))
+        checks.append((non_finite_sql(y_sql), "bad_value:label"))
     else:
-        checks.append((undecodable(label), "bad_encoding:label"))
+        checks.append((undecodable_sql(lab_sql), "bad_encoding:label"))
         if fitted is not None and has_label:
-            known = F.array(*[F.lit(x) for x in fitted.labels])
-            checks.append(((~_is_blank(label))
-                           & ~F.array_contains(known, F.trim(label.cast("string"))),
-                           "unseen_label"))
+            checks.append((not_in_sql(lab_sql, list(fitted.labels)), "unseen_label"))
     if cfg.is_text:
         assert d.text_column
-        checks.append((_is_blank(F.col(d.text_column)), "empty_text"))
-        checks.append((undecodable(F.col(d.text_column)), f"bad_encoding:{d.text_column}"))
+        checks.append((is_blank_sql(q(d.text_column)), "empty_text"))
+        checks.append((undecodable_sql(q(d.text_column)), f"bad_encoding:{d.text_column}"))
     for c in numeric:
-        v = as_double(c)
-        checks.append(((~_is_null_token(F.col(c))) & v.isNull(), f"bad_type:{c}"))
-        checks.append((_non_finite(v), f"bad_value:{c}"))
+        v = q(parsed[c])
+        checks.append((f"{q(present[c])} AND {v} IS NULL", f"bad_type:{c}"))
+        checks.append((non_finite_sql(v), f"bad_value:{c}"))
         if fitted is not None and c in fitted.numeric_stats:
             mean, std = fitted.numeric_stats[c]
-            checks.append((F.abs((v - F.lit(mean)) / F.lit(std or 1.0)) > F.lit(MAX_ABS_Z),
-                           f"out_of_range:{c}"))
+            checks.append((f"abs(({v} - {sql_double(mean)}) / {sql_double(std or 1.0)}) > "
+                           f"{sql_double(MAX_ABS_Z)}", f"out_of_range:{c}"))
     for c in categorical:
-        checks.append((undecodable(F.col(c)), f"bad_encoding:{c}"))
+        checks.append((undecodable_sql(q(c)), f"bad_encoding:{c}"))
     if fitted is not None and fitted.quarantine_unseen_categories:
         for c, cats in fitted.categories.items():
-            v = F.trim(F.col(c).cast("string"))
-            known_c = F.array(*[F.lit(x) for x in cats]) if cats else F.array().cast(
-                "array<string>")
-            checks.append(((~_is_blank(F.col(c))) & ~F.array_contains(known_c, v),
-                           f"unseen_category:{c}"))
-    reason: Column = F.lit(None).cast("string")
-    for cond, why in reversed(checks):
-        reason = F.when(F.coalesce(cond, F.lit(False)),
-                        F.lit(why) if isinstance(why, str) else why).otherwise(reason)
-    df = df.withColumn(REASON, reason)
+            checks.append((not_in_sql(q(c), list(cats)), f"unseen_category:{c}"))
+    reason_sql = ("CASE " + " ".join(f"WHEN {cond} THEN {sql_str(why)}" for cond, why in checks)
+                  + " END") if checks else "CAST(NULL AS STRING)"
+    df = df.withColumn(REASON, F.expr(reason_sql).cast("string"))
 
     # Content hash over the fields the model sees: the dedupe and split key, and the
     # derived id when the input has none. The label is left out so that the same row gets
@@ -357,7 +388,10 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
         text = F.col(d.text_column)
         cols = [F.col("id"), label.cast("string").alias("label"), text.alias("text")]
     else:
-        lab = y if cfg.is_regression else F.trim(label.cast("string"))
+        if cfg.is_regression:
+            lab = as_double(d.label_column) if has_label else F.lit(None).cast("double")
+        else:
+            lab = F.trim(label.cast("string"))
         cols = [F.col("id"), lab.alias("label")]
         cols += [as_double(c).alias(c) for c in numeric]
         cols += [F.trim(F.col(c).cast("string")).alias(c) for c in categorical]

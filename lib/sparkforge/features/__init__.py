@@ -81,6 +81,14 @@ def fit(train: DataFrame, numeric: list[str], categorical: list[str],
 
     Two Spark jobs whatever the number of columns: one aggregation for the numeric
     statistics, one value count for all categorical columns."""
+    return fit_with_counts(train, numeric, categorical, max_categories, hash_buckets)[0]
+
+
+def fit_with_counts(train: DataFrame, numeric: list[str], categorical: list[str],
+                    max_categories: int = MAX_CATEGORIES, hash_buckets: int = HASH_BUCKETS
+                    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """:func:`fit`, and the categorical columns' :func:`value_counts` (nulls skipped) it
+    was fitted from, which preprocess reuses for the drift reference (no second count)."""
     from pyspark.sql import functions as F
 
     if max_categories < 0 or hash_buckets < 1:
@@ -120,7 +128,7 @@ def fit(train: DataFrame, numeric: list[str], categorical: list[str],
         log.info("categorical values beyond the %d most frequent go to hashed buckets: %s",
                  max_categories, {c: (n["hashed_values"], n["hashed_rows"])
                                   for c, n in hashed.items()})
-    return stats
+    return stats, counts
 
 
 def _block(stats: dict[str, Any], c: str) -> tuple[int, int | None]:

@@ -68,14 +68,15 @@ def _text_stats(df: DataFrame, max_length: int, unk_id: int | None) -> dict[str,
 from sparkforge.tokenize import N_TOKENS, with_token_count  # noqa: E402
 
 
-def drift_reference(df: DataFrame, numeric: list[str], categorical: list[str],
+def drift_reference(df: DataFrame, numeric: list[str], categorical: dict[str, dict[str, Any]],
                     raw_train: DataFrame) -> dict[str, Any]:
-    """Training distributions that scoring runs are compared with (PSI)."""
-    from sparkforge.metrics.drift import numeric_edges, profile
+    """Training distributions that scoring runs are compared with (PSI); ``categorical``:
+    the train value counts of the categorical columns, from fitting the encoder."""
+    from sparkforge.metrics.drift import categorical_fractions, numeric_edges, profile
 
     numeric_src = df if N_TOKENS in numeric else raw_train
     ref = profile(numeric_src, numeric_edges(numeric_src, numeric), [])
-    ref.update(profile(raw_train, {}, categorical))
+    ref.update({c: categorical_fractions(vc) for c, vc in categorical.items()})
     return ref
 
 
@@ -91,7 +92,19 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     reasons = {r["reason"]: r["count"] for r in prep.quarantine.groupBy("reason").count().collect()}
     n_quarantined = sum(reasons.values())
     kept = prep.kept.cache()
-    n_kept = kept.count()
+    # One pass over the kept rows for their count, the labels, the null rates of the
+    # features and the target's train statistics (each was a job of its own).
+    feats = [] if cfg.is_text else prep.numeric_columns + prep.categorical_columns
+    aggs = [F.count(F.lit(1)).alias("_n")]
+    aggs += [F.count_if(F.col(c).isNull()).alias(f"_null{i}") for i, c in enumerate(feats)]
+    if cfg.is_regression:
+        y_train = F.when(F.col("split") == "train", F.col("label"))
+        aggs += [F.mean(y_train).alias("_mean"), F.stddev_pop(y_train).alias("_std")]
+    else:
+        aggs.append(F.collect_set("label").alias("_labels"))
+    kept_row = kept.agg(*aggs).first()
+    assert kept_row is not None
+    n_kept = int(kept_row["_n"])
     n_in = n_kept + n_quarantined
     q_path = out / "quarantine" / "preprocess"
     prep.quarantine.write.mode("overwrite").parquet(str(q_path))
@@ -104,7 +117,7 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
 
     labels: list[str] = []
     if not cfg.is_regression:
-        labels = sorted(r["label"] for r in kept.select("label").distinct().collect())
+        labels = sorted(kept_row["_labels"])
         if len(labels) < 2:
             from sparkforge.jobs import quality_stop
 
@@ -125,8 +138,9 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         unk = Tokenizer.from_str(doc).token_to_id("[UNK]")
         artifacts = [model_dir / "tokenizer.json", model_dir / "labels.json"]
     else:
-        fitted = features.fit(kept.filter(F.col("split") == "train"), prep.numeric_columns,
-                              prep.categorical_columns)
+        fitted, cat_counts = features.fit_with_counts(
+            kept.filter(F.col("split") == "train"), prep.numeric_columns,
+            prep.categorical_columns)
         write_json_atomic(model_dir / "preprocessor.json", fitted)
         encoded = features.transform(kept, fitted)
         artifacts = [model_dir / "preprocessor.json", model_dir / "labels.json"]
@@ -137,12 +151,10 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
                                          "columns": fitted["categorical_counts"]}
         if cfg.is_regression:
             # Train-split mean and spread of the target: the model learns it standardised.
-            row = (kept.filter(F.col("split") == "train")
-                   .agg(F.mean("label").alias("m"), F.stddev_pop("label").alias("s")).first())
-            assert row is not None
-            stats["target"] = {"mean": float(row["m"] or 0.0),
-                               "std": float(row["s"]) if row["s"] else 1.0}
-        stats["null_rates"] = _null_rates(kept, prep.numeric_columns + prep.categorical_columns)
+            stats["target"] = {"mean": float(kept_row["_mean"] or 0.0),
+                               "std": float(kept_row["_std"]) if kept_row["_std"] else 1.0}
+        stats["null_rates"] = {c: int(kept_row[f"_null{i}"]) / n_kept
+                               for i, c in enumerate(feats)}
 
     if labels:
         index = F.create_map(*[x for i, lab in enumerate(labels) for x in (F.lit(lab), F.lit(i))])
@@ -167,7 +179,7 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     train_rows = written.filter(F.col("split") == "train")
     reference = drift_reference(train_rows if not cfg.is_text else with_token_count(train_rows),
                                 [N_TOKENS] if cfg.is_text else prep.numeric_columns,
-                                [] if cfg.is_text else prep.categorical_columns,
+                                {} if cfg.is_text else cat_counts,
                                 kept.filter(F.col("split") == "train"))
     write_json_atomic(model_dir / "reference.json", reference)
     artifacts.append(model_dir / "reference.json")
@@ -197,12 +209,3 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
             f"reasons {reasons}. Inspect {q_path} or raise the threshold")
     return summary
 
-
-def _null_rates(df: DataFrame, cols: list[str]) -> dict[str, float]:
-    from pyspark.sql import functions as F
-
-    if not cols:
-        return {}
-    row = df.agg(*[F.avg(F.col(c).isNull().cast("double")).alias(c) for c in cols]).first()
-    assert row is not None
-    return {c: float(row[c] or 0.0) for c in cols}

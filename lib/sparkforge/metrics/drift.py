@@ -12,18 +12,10 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
 
 EPS = 1e-4  # floor for empty bins, so log(p/q) stays finite
 N_BINS = 10
-
-
-def _bucket(col: Column, edges: list[float]) -> Column:
-    """Index of the bin of ``col`` (nulls get their own bin, len(edges) + 1)."""
-    from pyspark.sql import functions as F
-
-    idx = sum(((col >= F.lit(e)).cast("int") for e in edges), F.lit(0))
-    return F.when(col.isNull(), F.lit(len(edges) + 1)).otherwise(idx)
 
 
 def numeric_edges(df: DataFrame, cols: list[str], n_bins: int = N_BINS) -> dict[str, list[float]]:
@@ -35,6 +27,32 @@ def numeric_edges(df: DataFrame, cols: list[str], n_bins: int = N_BINS) -> dict[
     return {c: sorted({float(v) for v in q}) for c, q in zip(cols, qs, strict=True)}
 
 
+def _numeric_fractions(df: DataFrame, numeric: dict[str, list[float]]) -> dict[str, Any]:
+    """Bin fractions of every numeric column from ONE global aggregation, no shuffle.
+
+    Bins 0..len(edges): the number of (ascending) edges at or below the value, so bin i
+    holds the rows at or above edge i-1 but below edge i (NaN sorts above every edge);
+    bin len(edges) + 1 holds the nulls. Counted as the rows at or above each edge."""
+    from sparkforge.data.prepare import q, sql_double
+
+    exprs = ["count(1)"]
+    for i, (c, edges) in enumerate(numeric.items()):
+        v = f"CAST({q(c)} AS DOUBLE)"
+        exprs.append(f"count({v}) AS n{i}")
+        exprs += [f"count_if({v} >= {sql_double(e)}) AS g{i}_{j}" for j, e in enumerate(edges)]
+    row = df.selectExpr(*exprs).first()
+    assert row is not None
+    rows = max(int(row[0]), 1)
+    out: dict[str, Any] = {}
+    for i, (c, edges) in enumerate(numeric.items()):
+        present = int(row[f"n{i}"])
+        at_or_above = [present] + [int(row[f"g{i}_{j}"]) for j in range(len(edges))] + [0]
+        bins = [at_or_above[k] - at_or_above[k + 1] for k in range(len(edges) + 1)]
+        bins.append(int(row[0]) - present)  # the null bin
+        out[c] = {"kind": "numeric", "edges": edges, "fractions": [b / rows for b in bins]}
+    return out
+
+
 def profile(df: DataFrame, numeric: dict[str, list[float]], categorical: list[str],
             max_categories: int = 50) -> dict[str, Any]:
     """Fractions per bin / category for each column of ``df``: one Spark job for all
@@ -43,23 +61,27 @@ def profile(df: DataFrame, numeric: dict[str, list[float]], categorical: list[st
 
     from sparkforge.features import value_counts
 
-    exprs = {c: _bucket(F.col(c).cast("double"), edges) for c, edges in numeric.items()}
-    exprs.update({f"\u0001{c}": F.col(c) for c in categorical})  # numeric names may clash
-    limit = max([max_categories + 1] + [len(e) + 2 for e in numeric.values()])
-    counts = value_counts(df, exprs, limit)
-    out: dict[str, Any] = {}
-    for c, edges in numeric.items():
-        vc = counts[c]
-        n = max(vc["rows"], 1)
-        by_bin = {int(v): k for v, k in vc["top"]}
-        out[c] = {"kind": "numeric", "edges": edges,
-                  "fractions": [by_bin.get(i, 0) / n for i in range(len(edges) + 2)]}
+    out: dict[str, Any] = _numeric_fractions(df, numeric) if numeric else {}
+    counts = value_counts(df, {f"\u0001{c}": F.col(c) for c in categorical},
+                          max_categories + 1)
     for c in categorical:
-        vc = counts[f"\u0001{c}"]
-        total = max(vc["rows"], 1)
-        fr = {("\u2400" if v is None else v): k / total for v, k in vc["top"][:max_categories]}
-        out[c] = {"kind": "categorical", "fractions": fr}
+        out[c] = categorical_fractions(counts[f"\u0001{c}"], max_categories)
     return out
+
+
+def categorical_fractions(vc: dict[str, Any], max_categories: int = 50) -> dict[str, Any]:
+    """The reference entry of a categorical column from its ``value_counts`` (counted with
+    or without ``skip_nulls``, with a limit of at least ``max_categories``): the fractions of
+    its ``max_categories`` commonest values, nulls as one value, ties by value."""
+    top = [(v, n) for v, n in vc["top"] if v is not None]
+    if vc["nulls"]:
+        top.append((None, vc["nulls"]))
+    # value_counts' order: count descending, then the value with null first (Spark orders
+    # strings by their UTF-8 bytes, which is Python's code point order).
+    top.sort(key=lambda x: (-x[1], x[0] is not None, x[0] or ""))
+    total = max(vc["rows"], 1)
+    fr = {("\u2400" if v is None else v): k / total for v, k in top[:max_categories]}
+    return {"kind": "categorical", "fractions": fr}
 
 
 def psi(ref: list[float] | dict[str, float], cur: list[float] | dict[str, float]) -> float:
