@@ -67,6 +67,9 @@ def test_checkpoints_every_epoch_and_resume_continues(tmp_path: Path) -> None:
     assert resumed["resumed_from_epoch"] == 2
     assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]
     assert resumed["history"][:2] == first["history"]
+    # The schedule is the resumed run's (4 epochs, no warmup): a quarter of the peak lr
+    # is left after epoch 2.
+    assert resumed["history"][2]["lr"] == pytest.approx(0.25 * 1e-2)
     assert [e for e, _ in checkpoint.complete(root / "model" / "checkpoint")] == [3]
     assert not list((root / "model" / "checkpoint").glob(".epoch-*"))
 

@@ -85,6 +85,23 @@ def test_schedule_is_linear_warmup_then_linear_decay(total: int, warmup: int) ->
     np.testing.assert_allclose(seen, want, atol=1e-12)
 
 
+def test_a_resumed_schedule_follows_the_new_length() -> None:
+    """train.resume with more train.epochs: the step count comes back, the length is the
+    new run's (a checkpointed SequentialLR would keep the old one)."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    first = make_scheduler(opt, 10, 2)
+    for _ in range(6):
+        opt.step()
+        first.step()
+    saved = first.state_dict()
+    opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    resumed = make_scheduler(opt2, 20, 2)
+    resumed.load_state_dict(saved)
+    opt2.step()
+    resumed.step()  # step 7 of 20
+    assert resumed.get_last_lr()[0] == pytest.approx(1 - (7 - 2) / 18)
+
+
 def test_hooks_round_trip_and_uninstall() -> None:
     h = hooks.TrainHooks(fail_at=hooks.FailAt(rank=1, epoch=2, step=3, once_file="/f"),
                          trace_dir="/t", trace_column="row")

@@ -3,7 +3,7 @@ fine-tune all run, configured by a :class:`~sparkforge.train.spec.TrainSpec`.
 
 :func:`train_rank` is what every rank runs (under TorchDistributor, torchrun, or alone):
 pure torch, DDP (or FSDP2 with ``spec.fsdp``) on gloo (CPU) or NCCL (GPU), AdamW with
-linear warmup + linear decay (torch's ``LinearLR`` pieces in a ``SequentialLR``),
+linear warmup + linear decay (torch's ``LambdaLR``; see :func:`make_scheduler`),
 gradient clipping and accumulation, the spec's pluggable loss, bf16 autocast on GPU,
 validation on every rank's share of the val split (fold ``spec.val_fold``), model
 selection by validation loss or metric (ties to the later epoch), early stopping, and a
@@ -43,18 +43,27 @@ CHECKPOINT_DIR = checkpoint.CHECKPOINT_DIR
 BEST_WEIGHTS = "model.safetensors"
 
 
+def _lr_lambda(total_steps: int, warmup_steps: int) -> Any:
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        rest = max(1, total_steps - warmup_steps)
+        return max(0.0, 1.0 - (step - warmup_steps) / rest)
+    return f
+
+
 def make_scheduler(opt: Any, total_steps: int, warmup_steps: int) -> Any:
     """Linear warmup over ``warmup_steps`` optimizer steps (factor (s+1)/warmup), then
-    linear decay to 0 at ``total_steps``: torch's ``LinearLR`` pieces."""
-    from torch.optim.lr_scheduler import LinearLR, SequentialLR
+    linear decay to 0 at ``total_steps``.
 
-    decay = LinearLR(opt, start_factor=1.0, end_factor=0.0,
-                     total_iters=max(1, total_steps - warmup_steps))
-    if warmup_steps <= 0:
-        return decay
-    warm = LinearLR(opt, start_factor=1.0 / warmup_steps, end_factor=1.0,
-                    total_iters=warmup_steps - 1)
-    return SequentialLR(opt, [warm, decay], milestones=[warmup_steps])
+    torch's ``LambdaLR`` over a plain function, not ``SequentialLR(LinearLR, LinearLR)``:
+    those save their lengths in the checkpoint, so a run resumed with more
+    ``train.epochs`` would keep the old schedule (and one whose warmup rounded to 0
+    steps would not load at all); ``LambdaLR`` saves only the step reached, and the
+    resumed run follows the schedule of its own length."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    return LambdaLR(opt, _lr_lambda(total_steps, warmup_steps))
 
 
 def selection_score(record: Mapping[str, Any], select_by: str) -> float:

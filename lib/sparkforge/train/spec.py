@@ -108,7 +108,7 @@ class TrainSpec:
         lr: AdamW's peak learning rate.
         weight_decay: AdamW's weight decay.
         warmup_ratio: fraction of the optimizer steps of linear warmup, then linear decay
-            to 0 (torch's ``LinearLR`` pieces in a ``SequentialLR``).
+            to 0 (``sparkforge.train.loop.make_scheduler``).
         grad_clip: max gradient norm; 0 disables clipping.
         grad_accum_steps: micro-batches per optimizer step.
         max_steps_per_epoch: cap on micro-batches per epoch; 0: the whole epoch.
