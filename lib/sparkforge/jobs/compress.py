@@ -385,7 +385,8 @@ class _Builder:
                           inputs=_inputs(cfg), target=_target(cfg),
                           batch_size=cfg.score.batch_size)
         soft_s = time.time() - t0
-        spec = distill_spec(spec_from_config(cfg, model=sspec), soft_labels=soft,
+        base = spec_from_config(cfg, model=sspec, out_dir=str(work.resolve()))
+        spec = distill_spec(base, soft_labels=soft,
                             val_dir=cfg.out / "preprocessed" / "split=val", out_dir=work,
                             student=sspec, epochs=c.distill_epochs, lr=c.distill_lr,
                             alpha=c.distill_alpha, temperature=c.distill_temperature)
