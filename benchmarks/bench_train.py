@@ -12,11 +12,11 @@
    prebuilt as torch tensors in memory. samples/s = rows through forward + backward +
    optimizer step / wall clock.
    Goal: loader >= 0.95x memory.
-2. launch: one epoch of ``train_fn`` (2 ranks, gloo, 1 thread each) under
+2. launch: one epoch of ``train_rank`` (2 ranks, gloo, 1 thread each) under
    ``TorchDistributor(local_mode=True)`` and ``local_mode=False`` vs the same function
    and params under plain ``torchrun --standalone --nproc_per_node=2``. Epoch time comes
    from each run's history; "start" is the launch's wall clock minus the time spent
-   inside ``train_fn`` (process start, imports, pickling, rendezvous, result return).
+   inside ``train_rank`` (process start, imports, pickling, rendezvous, result return).
    Goal: epoch time <= 1.05x torchrun's and a fixed start <= 15 s.
 3. scaling: samples/s of 2 ranks (1 torch thread each) vs 1 rank (2 threads, and 1
    thread) under torchrun, for embedding_bag and MiniLM (steps per rank capped).
@@ -44,10 +44,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks._common import machine, machine_cpu, write_section
 from benchmarks._common import wait_quiet as _wait_quiet
+
+if TYPE_CHECKING:
+    from sparkforge.train.spec import TrainSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -112,29 +115,31 @@ def spec_for(run: Path, name: str, max_length: int = 64) -> dict[str, Any]:
 
 
 def params_for(run: Path, model_dir: Path, name: str, *, epochs: int = 1, threads: int = 1,
-               batch_size: int = 64, lr: float = 3e-3, max_steps: int = 0) -> dict[str, Any]:
-    return {
-        "pre_dir": str((run / "preprocessed").resolve()), "model_dir": str(model_dir),
-        "spec": spec_for(run, name), "inputs": TEXT_INPUTS, "task": "classification",
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": 0.01,
-        "warmup_ratio": 0.06, "grad_clip": 1.0, "seed": 42, "patience": 3,
-        "class_weights": None, "threads": threads, "use_cuda": False, "resume": False,
-        "max_steps_per_epoch": max_steps, "grad_accum_steps": 1, "fsdp": False,
-        "loader": "arrow",
-    }
+               batch_size: int = 64, lr: float = 3e-3, max_steps: int = 0,
+               patience: int = 3) -> TrainSpec:
+    from sparkforge.train.spec import TrainSpec
+
+    pre = (run / "preprocessed").resolve()
+    return TrainSpec(
+        model=spec_for(run, name), inputs=tuple(TEXT_INPUTS), target=TARGET,
+        train_path=str(pre / "split=train"), val_path=str(pre / "split=val"),
+        out_dir=str(model_dir), epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=0.01, warmup_ratio=0.06, grad_clip=1.0, seed=42, patience=patience,
+        threads=threads, use_cuda=False, resume=False, max_steps_per_epoch=max_steps,
+        grad_accum_steps=1, fsdp=False, loader="arrow")
 
 
 def rank_entry(params_file: str, out_file: str) -> None:
-    """What torchrun runs: train_fn on the pickled params; rank 0 writes the result."""
-    from sparkforge.train.loop import train_fn
+    """What torchrun runs: train_rank on the pickled spec; rank 0 writes the result."""
+    from sparkforge.train.loop import train_rank
 
-    result = train_fn(pickle.loads(Path(params_file).read_bytes()))
+    result = train_rank(pickle.loads(Path(params_file).read_bytes()))
     if os.environ.get("RANK", "0") == "0":
         Path(out_file).write_text(json.dumps(result, default=str))
 
 
-def torchrun(params: dict[str, Any], nproc: int, work: Path) -> tuple[dict[str, Any], Timer]:
-    shutil.rmtree(params["model_dir"], ignore_errors=True)
+def torchrun(params: TrainSpec, nproc: int, work: Path) -> tuple[dict[str, Any], Timer]:
+    shutil.rmtree(str(params.out_dir), ignore_errors=True)
     pfile, ofile = work / "params.pkl", work / "result.json"
     pfile.write_bytes(pickle.dumps(params))
     ofile.unlink(missing_ok=True)
@@ -149,16 +154,16 @@ def torchrun(params: dict[str, Any], nproc: int, work: Path) -> tuple[dict[str, 
     return json.loads(ofile.read_text()), t
 
 
-def distributor(spark: Any, params: dict[str, Any], local_mode: bool
+def distributor(spark: Any, params: TrainSpec, local_mode: bool
                 ) -> tuple[dict[str, Any], Timer]:
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    from sparkforge.train.loop import train_fn
+    from sparkforge.train.loop import train_rank
 
-    shutil.rmtree(params["model_dir"], ignore_errors=True)
+    shutil.rmtree(str(params.out_dir), ignore_errors=True)
     with Timer() as t:
         result = TorchDistributor(num_processes=2, local_mode=local_mode,
-                                  use_gpu=False).run(train_fn, params)
+                                  use_gpu=False).run(train_rank, params)
     if result is None:
         raise RuntimeError("TorchDistributor returned no result from rank 0")
     return result, t
@@ -301,10 +306,10 @@ def bench_models(run: Path, work: Path) -> dict[str, Any]:
     rows = {}
     for name, epochs, lr in (("embedding_bag", 5, 3e-3), ("transformer", 5, 1e-3)):
         params = params_for(run, work / f"model-{name}", name, epochs=epochs, lr=lr,
-                            batch_size=32)
-        params["patience"] = epochs
+                            batch_size=32, patience=epochs)
         result, t = torchrun(params, 2, work)
-        acc, n = test_accuracy(run, params["spec"], work / f"model-{name}" / "model.safetensors")
+        acc, n = test_accuracy(run, dict(params.model),
+                               work / f"model-{name}" / "model.safetensors")
         rows[name] = {"epochs": epochs, "lr": lr, "batch_size": 32, "ranks": 2,
                       "test_accuracy": acc, "test_rows": n, "train_s": t.seconds,
                       "best_val": result["best_val_metric"]}
@@ -387,7 +392,7 @@ def _render_launch(r: dict[str, Any]) -> list[str]:
              "(goal <= 1.05x, fixed start <= 15 s)", "",
              "`embedding_bag`, 2 ranks x 1 thread, gloo, batch 64 per rank, one epoch plus "
              "validation and a checkpoint. Epoch = the epoch's training time from the history; "
-             "start = wall clock minus the time inside `train_fn`; \"epoch vs torchrun\" is "
+             "start = wall clock minus the time inside `train_rank`; \"epoch vs torchrun\" is "
              "the median of the per-round ratios (the three launchers run back to back in "
              "each round). With local_mode=False the ranks are Spark's Python workers, so "
              "their CPU shows under \"others' cores\".", "",

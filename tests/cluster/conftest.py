@@ -34,6 +34,8 @@ from _cluster_helpers import (
 )
 from scripts import cluster as sc
 
+from sparkforge.train.hooks import FailAt, TrainHooks
+
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sc.Cluster]:
@@ -76,12 +78,12 @@ def shared_run(cluster: sc.Cluster, tmp_path_factory: pytest.TempPathFactory) ->
                "max_restarts": 1},
         output={"dir": str(out)}, run={"date": PUBLISHED_DATE})
     failed = tmp / "rank1-failed"
-    hooks = {"_fail_at": {"rank": 1, "epoch": 1, "step": 2, "once_file": str(failed)},
-             "_trace_dir": str(tmp / "trace")}
+    hooks = TrainHooks(fail_at=FailAt(rank=1, epoch=1, step=2, once_file=str(failed)),
+                       trace_dir=str(tmp / "trace"))
     summary = tmp / "summary.json"
     # the event log only for this application (the tests' runs extend run.yaml)
     logged = write_config(tmp / "run-logged.yaml", config, event_log_conf(tmp / "events"))
-    args = ["--config", str(logged), "--train-hooks", json.dumps(hooks),
+    args = ["--config", str(logged), "--train-hooks", hooks.to_json(),
             "--summary", str(summary)]
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, str(HERE / "run_stages.py"), *args],

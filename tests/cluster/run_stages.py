@@ -1,12 +1,12 @@
-"""Run pipeline stages in one Spark session, passing run_train's test hooks (fault tests).
+"""Run pipeline stages in one Spark session with training's test hooks (fault tests).
 
     python tests/cluster/run_stages.py --config C [--set k=v ...] [--stages a,b]
                                        [--train-hooks JSON] [--summary OUT.json]
 
-The CLI has no way to pass ``run_train(..., _hooks=...)`` (a test-only parameter), so
-the cluster fixture runs the stages through this script: the same ``run_<stage>(spark,
-cfg)`` entry points the CLI calls, in the same order, on one session built by
-``get_session``.
+The CLI has no way to install :mod:`sparkforge.train.hooks` (test-only), so the cluster
+fixture runs the stages through this script: the same ``run_<stage>(spark, cfg)`` entry
+points the CLI calls, in the same order, on one session built by ``get_session``, with
+``--train-hooks`` (``TrainHooks.to_json()``) installed around them.
 """
 
 from __future__ import annotations
@@ -32,17 +32,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from sparkforge.config import load_config
     from sparkforge.jobs import stage_fn
-    from sparkforge.jobs.train import run_train
     from sparkforge.spark.session import get_session
+    from sparkforge.train import hooks
 
     cfg = load_config(args.config, args.overrides)
-    hooks = json.loads(args.train_hooks)
     spark = get_session(cfg.spark)
     results = {}
     try:
-        for stage in args.stages.split(","):
-            results[stage] = (run_train(spark, cfg, _hooks=hooks) if stage == "train"
-                              else stage_fn(stage)(spark, cfg))
+        with hooks.installed(hooks.TrainHooks.from_json(args.train_hooks)):
+            for stage in args.stages.split(","):
+                results[stage] = stage_fn(stage)(spark, cfg)
     finally:
         spark.stop()
     if args.summary:

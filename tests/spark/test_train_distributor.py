@@ -17,6 +17,7 @@ from _train_helpers import SPLIT_FILES, config, make_run, traced, train_ids
 from sparkforge.config import ConfigError
 from sparkforge.jobs.train import checkpoint_epochs, run_train
 from sparkforge.models import build_model, load_weights
+from sparkforge.train import hooks
 
 
 def _check_model(root: Path) -> None:
@@ -38,8 +39,8 @@ def test_train_under_torch_distributor(spark: Any, tmp_path: Path, local_mode: b
     """Both launch modes: every train id once per epoch over the ranks, equal steps."""
     root = make_run(tmp_path / "run")
     trace = tmp_path / "trace"
-    summary = run_train(spark, config(root, local_mode=local_mode, epochs=2),
-                        _hooks={"_trace_dir": str(trace)})
+    with hooks.installed(hooks.TrainHooks(trace_dir=str(trace))):
+        summary = run_train(spark, config(root, local_mode=local_mode, epochs=2))
 
     n = sum(SPLIT_FILES["train"])  # 201: odd, so one rank repeats one row
     assert summary["epochs_run"] == 2
@@ -65,8 +66,9 @@ def test_train_under_torch_distributor(spark: Any, tmp_path: Path, local_mode: b
 def test_killed_rank_resumes_at_next_epoch(spark: Any, tmp_path: Path) -> None:
     root = make_run(tmp_path / "run")
     cfg = config(root, epochs=3)
-    with pytest.raises(Exception, match=r"(?s)exit|fail|Fail"):
-        run_train(spark, cfg, _hooks={"_fail_at": {"rank": 1, "epoch": 1, "step": 2}})
+    kill = hooks.TrainHooks(fail_at=hooks.FailAt(rank=1, epoch=1, step=2))
+    with hooks.installed(kill), pytest.raises(Exception, match=r"(?s)exit|fail|Fail"):
+        run_train(spark, cfg)
     assert checkpoint_epochs(root) == [0]  # epoch 0 completed and was checkpointed
     assert not (root / "model" / "history.json").exists()
 
@@ -110,9 +112,9 @@ def test_failed_barrier_stage_is_relaunched_from_the_checkpoint(spark: Any, tmp_
     """local_mode=false: rank 1 dies once in epoch 1; train.max_restarts relaunches the
     barrier stage, which continues from epoch 0's checkpoint instead of starting over."""
     root = make_run(tmp_path / "run")
-    once = {"rank": 1, "epoch": 1, "step": 2, "once_file": str(tmp_path / "failed")}
-    summary = run_train(spark, config(root, local_mode=False, epochs=2, max_restarts=1),
-                        _hooks={"_fail_at": once})
+    once = hooks.FailAt(rank=1, epoch=1, step=2, once_file=str(tmp_path / "failed"))
+    with hooks.installed(hooks.TrainHooks(fail_at=once)):
+        summary = run_train(spark, config(root, local_mode=False, epochs=2, max_restarts=1))
     assert (tmp_path / "failed").exists()
     assert summary["restarts"] == 1
     assert summary["resumed_from_epoch"] == 1

@@ -13,29 +13,32 @@ from _train_helpers import make_run
 from safetensors.torch import load_file
 
 from sparkforge.models import build_model
-from sparkforge.train import checkpoint
-from sparkforge.train.loop import InjectedFailure, train_fn
+from sparkforge.train import checkpoint, hooks
+from sparkforge.train.loop import train_rank
+from sparkforge.train.spec import TrainSpec
+
+MLP = {"name": "mlp", "num_outputs": 2, "input_dim": 6, "hidden_dim": 16, "dropout": 0.0}
 
 
-def _params(root: Path, **over: Any) -> dict[str, Any]:
+def _params(root: Path, **over: Any) -> TrainSpec:
     p: dict[str, Any] = {
-        "pre_dir": str(root / "preprocessed"), "model_dir": str(root / "model"),
-        "spec": {"name": "mlp", "num_outputs": 2, "input_dim": 6, "hidden_dim": 16,
-                 "dropout": 0.0},
-        "inputs": ["features"], "task": "classification", "epochs": 1, "batch_size": 16,
+        "train_path": str(root / "preprocessed" / "split=train"),
+        "val_path": str(root / "preprocessed" / "split=val"),
+        "out_dir": str(root / "model"), "model": MLP, "inputs": ("features",),
+        "target": "label_index", "epochs": 1, "batch_size": 16,
         "lr": 1e-2, "weight_decay": 0.01, "warmup_ratio": 0.0, "grad_clip": 1.0, "seed": 7,
         "patience": 5, "class_weights": None, "threads": 1, "use_cuda": False,
         "resume": False, "grad_accum_steps": 1}
     p.update(over)
-    return p
+    return TrainSpec(**p)
 
 
 def test_gradient_accumulation_matches_the_larger_batch(tmp_path: Path) -> None:
     """2 micro-batches of 8 per step == batches of 16: same rows, same updates."""
     a = make_run(tmp_path / "a")
     b = make_run(tmp_path / "b")
-    ra = train_fn(_params(a, batch_size=16, max_steps_per_epoch=12))
-    rb = train_fn(_params(b, batch_size=8, grad_accum_steps=2, max_steps_per_epoch=24))
+    ra = train_rank(_params(a, batch_size=16, max_steps_per_epoch=12))
+    rb = train_rank(_params(b, batch_size=8, grad_accum_steps=2, max_steps_per_epoch=24))
     wa = load_file(str(a / "model" / "model.safetensors"))
     wb = load_file(str(b / "model" / "model.safetensors"))
     for k in wa:
@@ -46,7 +49,7 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path: Path) -> None:
 
 def test_checkpoints_every_epoch_and_resume_continues(tmp_path: Path) -> None:
     root = make_run(tmp_path / "run")
-    first = train_fn(_params(root, epochs=2, class_weights=[1.0, 1.5]))
+    first = train_rank(_params(root, epochs=2, class_weights=[1.0, 1.5]))
     folder = checkpoint.latest(root / "model" / "checkpoint")
     assert folder is not None
     assert folder.name == "epoch-0001"
@@ -55,15 +58,18 @@ def test_checkpoints_every_epoch_and_resume_continues(tmp_path: Path) -> None:
                           "history"}
     assert state["epoch"] == 1
     assert len(state["rng"]) == 1
-    build_model(_params(root)["spec"]).load_state_dict(weights, strict=True)
+    build_model(MLP).load_state_dict(weights, strict=True)
     # A half-written checkpoint (killed mid-write) is never picked.
     (root / "model" / "checkpoint" / ".epoch-0002.tmp-123").mkdir()
     (root / "model" / "checkpoint" / "epoch-0003").mkdir()  # no files: incomplete
     assert checkpoint.latest(root / "model" / "checkpoint") == folder
-    resumed = train_fn(_params(root, epochs=4, resume=True, class_weights=[1.0, 1.5]))
+    resumed = train_rank(_params(root, epochs=4, resume=True, class_weights=[1.0, 1.5]))
     assert resumed["resumed_from_epoch"] == 2
     assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]
     assert resumed["history"][:2] == first["history"]
+    # The schedule is the resumed run's (4 epochs, no warmup): a quarter of the peak lr
+    # is left after epoch 2.
+    assert resumed["history"][2]["lr"] == pytest.approx(0.25 * 1e-2)
     assert [e for e, _ in checkpoint.complete(root / "model" / "checkpoint")] == [3]
     assert not list((root / "model" / "checkpoint").glob(".epoch-*"))
 
@@ -73,12 +79,12 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = make_run(tmp_path / "straight")
     split = make_run(tmp_path / "split")
     spec = {"name": "mlp", "num_outputs": 2, "input_dim": 6, "hidden_dim": 16, "dropout": 0.3}
-    train_fn(_params(straight, epochs=3, spec=spec))
-    with pytest.raises(InjectedFailure):
-        train_fn(_params(split, epochs=3, spec=spec,
-                         _fail_at={"rank": 0, "epoch": 1, "step": 3, "raise": True}))
+    train_rank(_params(straight, epochs=3, model=spec))
+    fail = hooks.TrainHooks(fail_at=hooks.FailAt(rank=0, epoch=1, step=3, raise_=True))
+    with hooks.installed(fail), pytest.raises(hooks.InjectedFailure):
+        train_rank(_params(split, epochs=3, model=spec))
     assert checkpoint.latest(split / "model" / "checkpoint").name == "epoch-0000"
-    train_fn(_params(split, epochs=3, spec=spec, resume=True))
+    train_rank(_params(split, epochs=3, model=spec, resume=True))
     a = load_file(str(straight / "model" / "checkpoint" / "epoch-0002" / "model.safetensors"))
     b = load_file(str(split / "model" / "checkpoint" / "epoch-0002" / "model.safetensors"))
     for k in a:
@@ -91,7 +97,7 @@ def test_transformer_trains_and_exports_to_onnx(tmp_path: Path) -> None:
     root = make_run(tmp_path / "run", text=True)
     spec = {"name": "transformer", "num_outputs": 2, "vocab_size": 120, "hidden_dim": 32,
             "num_layers": 2, "num_heads": 4, "ffn_dim": 64, "max_length": 12, "dropout": 0.1}
-    result = train_fn(_params(root, spec=spec, inputs=["input_ids", "attention_mask"],
+    result = train_rank(_params(root, model=spec, inputs=("input_ids", "attention_mask"),
                               epochs=3, batch_size=8, lr=5e-3))
     assert result["best_val_metric"] > 0.8
     model = build_model(spec)
@@ -117,7 +123,7 @@ def test_kept_epoch_is_the_best_validation_loss_and_is_reported(tmp_path: Path) 
     the kept weights are those of the epoch with the lowest validation loss (ties to the
     later epoch), and the result says which epoch was kept and why training stopped."""
     root = make_run(tmp_path / "run")
-    result = train_fn(_params(root, epochs=6, lr=3e-2, patience=10))
+    result = train_rank(_params(root, epochs=6, lr=3e-2, patience=10))
     history = result["history"]
     losses = [h["val_loss"] for h in history]
     best = max(i for i, loss in enumerate(losses) if loss == min(losses))
@@ -128,7 +134,7 @@ def test_kept_epoch_is_the_best_validation_loss_and_is_reported(tmp_path: Path) 
     # from the val Parquet, is the lowest one in the history.
     import pyarrow.parquet as pq
 
-    model = build_model(_params(root)["spec"])
+    model = build_model(MLP)
     model.load_state_dict(load_file(str(root / "model" / "model.safetensors")), strict=True)
     model.eval()
     val = pq.read_table(root / "preprocessed" / "split=val").to_pandas()
@@ -139,7 +145,7 @@ def test_kept_epoch_is_the_best_validation_loss_and_is_reported(tmp_path: Path) 
     assert loss == pytest.approx(min(losses), rel=1e-4)
     # Early stopping: patience 1 stops after the first epoch without a better loss.
     root2 = make_run(tmp_path / "run2")
-    short = train_fn(_params(root2, epochs=30, lr=3e-1, patience=1))
+    short = train_rank(_params(root2, epochs=30, lr=3e-1, patience=1))
     assert len(short["history"]) < 30
     assert short["stop_reason"].startswith("early stopping")
     assert short["kept_epoch"] == len(short["history"]) - 2

@@ -23,6 +23,7 @@ pytest.importorskip("petastorm", reason="the petastorm lane runs in .venv-petast
 from _train_helpers import SPLIT_FILES, config, make_run, traced, train_rows
 
 from sparkforge.jobs.train import checkpoint_epochs, petastorm_converter, run_train
+from sparkforge.train import hooks
 from sparkforge.train.loader import PAD_KEY, PetastormLoader
 
 COLUMNS = ["features", "label_index"]
@@ -91,8 +92,8 @@ def test_a_short_epoch_fails_loudly(converter: Any) -> None:
 def test_train_with_petastorm_loader(spark: Any, tmp_path: Path, local_mode: bool) -> None:
     root = make_run(tmp_path / "run")
     trace = tmp_path / "trace"
-    summary = run_train(spark, config(root, loader="petastorm", local_mode=local_mode),
-                        _hooks={"_trace_dir": str(trace), "_trace_column": "row"})
+    with hooks.installed(hooks.TrainHooks(trace_dir=str(trace), trace_column="row")):
+        summary = run_train(spark, config(root, loader="petastorm", local_mode=local_mode))
     assert summary["loader"] == "petastorm"
     assert summary["epochs_run"] == 2
     n = sum(SPLIT_FILES["train"])

@@ -11,13 +11,25 @@ import pytest
 import torch
 
 from sparkforge.compress.distill import (
+    STUDENT_WEIGHTS,
     TEACHER_COLUMN,
     _kd_loss,
-    distill_fn,
+    distill_spec,
     student_spec,
 )
 from sparkforge.compress.prune import count_parameters
 from sparkforge.models import build_model, load_weights
+from sparkforge.train.loop import train_rank
+from sparkforge.train.spec import TrainSpec
+
+
+def _spec(tmp_path: Path, student: dict, *, epochs: int, val_fold: int | None) -> TrainSpec:
+    """Distillation as the compress stage specifies it, from a training spec."""
+    base = TrainSpec(model={}, inputs=("features",), target="label_index", batch_size=32,
+                     patience=3, seed=0, threads=1, val_fold=val_fold, out_dir=str(tmp_path))
+    return distill_spec(base, soft_labels=tmp_path / "soft", val_dir=tmp_path / "val",
+                        out_dir=tmp_path, student=student, epochs=epochs, lr=1e-2,
+                        alpha=0.9, temperature=2.0)
 
 
 def test_student_specs_are_smaller_models_of_the_same_interface() -> None:
@@ -60,7 +72,7 @@ def _write(path: Path, x: np.ndarray, y: np.ndarray, logits: np.ndarray | None) 
     pq.write_table(pa.table(cols), path / "part-0.parquet")
 
 
-def test_distill_fn_trains_a_student_in_one_process(tmp_path: Path) -> None:
+def test_distillation_trains_a_student_in_one_process(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 8)).astype(np.float32)
     score = x[:, 0] - x[:, 1]
@@ -71,21 +83,16 @@ def test_distill_fn_trains_a_student_in_one_process(tmp_path: Path) -> None:
     _write(tmp_path / "soft", x[:500], noisy[:500], logits[:500])
     _write(tmp_path / "val", x[500:], y[500:], None)
     spec = {"name": "mlp", "num_outputs": 2, "input_dim": 8, "hidden_dim": 8}
-    params = {"soft_labels": str(tmp_path / "soft"), "val_dir": str(tmp_path / "val"),
-              "out_path": str(tmp_path / "student.safetensors"), "student_spec": spec,
-              "inputs": ["features"], "target": "label_index", "regression": False,
-              "epochs": 6, "lr": 1e-2, "batch_size": 32, "alpha": 0.9, "temperature": 2.0,
-              "patience": 3, "seed": 0, "threads": 1, "use_cuda": False}
-    result = distill_fn(params)
+    result = train_rank(_spec(tmp_path, spec, epochs=6, val_fold=None))
     assert 1 <= len(result["history"]) <= 6
     assert result["best_val_metric"] >= 0.9
-    student = load_weights(build_model(spec), tmp_path / "student.safetensors").eval()
+    student = load_weights(build_model(spec), tmp_path / STUDENT_WEIGHTS).eval()
     with torch.no_grad():
         pred = student(torch.from_numpy(x[500:])).argmax(-1).numpy()
     assert (pred == y[500:]).mean() == pytest.approx(result["best_val_metric"])
 
 
-def test_distill_fn_chooses_its_epoch_on_validation_fold_0_only(tmp_path: Path) -> None:
+def test_distillation_chooses_its_epoch_on_validation_fold_0_only(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(700, 8)).astype(np.float32)
     score = x[:, 0] - x[:, 1]
@@ -100,15 +107,10 @@ def test_distill_fn_chooses_its_epoch_on_validation_fold_0_only(tmp_path: Path) 
                              "label_index": pa.array(val_y, pa.int32()),
                              "fold": pa.array(fold)}), tmp_path / "val" / "part-0.parquet")
     spec = {"name": "mlp", "num_outputs": 2, "input_dim": 8, "hidden_dim": 8}
-    params = {"soft_labels": str(tmp_path / "soft"), "val_dir": str(tmp_path / "val"),
-              "val_fold": 0, "out_path": str(tmp_path / "student.safetensors"),
-              "student_spec": spec, "inputs": ["features"], "target": "label_index",
-              "regression": False, "epochs": 4, "lr": 1e-2, "batch_size": 32, "alpha": 0.9,
-              "temperature": 2.0, "patience": 3, "seed": 0, "threads": 1, "use_cuda": False}
-    result = distill_fn(params)
+    result = train_rank(_spec(tmp_path, spec, epochs=4, val_fold=0))
     assert result["best_val_metric"] >= 0.9  # judged on all rows, ~0.5
     assert result["val_rows"] == 100
-    student = load_weights(build_model(spec), tmp_path / "student.safetensors").eval()
+    student = load_weights(build_model(spec), tmp_path / STUDENT_WEIGHTS).eval()
     with torch.no_grad():
         pred = student(torch.from_numpy(x[500:][fold == 0])).argmax(-1).numpy()
     assert result["best_val_metric"] == pytest.approx((pred == y[500:][fold == 0]).mean())

@@ -18,10 +18,7 @@ STAGE_MODULES = {p.stem for p in JOBS.glob("*.py") if p.stem != "__init__"}
 
 # Imports between stages still to be removed, with the branch that removes them. The
 # test fails when one of these is gone too, so that the entry goes with it.
-PENDING = {
-    # _use_gpu and check_resources: the `trainer` branch moves them to train/launch.py.
-    ("compress", "sparkforge.jobs.train"),
-}
+PENDING: set[tuple[str, str]] = set()
 
 
 def stage_imports(path: Path) -> set[str]:

@@ -4,13 +4,14 @@
    split inside ``mapInPandas`` (one session per Python worker, as scoring does) and
    the logits are written as a ``teacher_logits`` column next to the model inputs and
    the label, as Parquet.
-2. :func:`distill_fn` runs in every TorchDistributor rank (DDP, gloo on CPU): each
-   rank reads the soft-label Parquet, takes its share of the rows and minimises
+2. The training core (:class:`sparkforge.train.loop.Trainer`, launched like training
+   by :func:`sparkforge.train.launch.launch`) trains the student with the spec of
+   :func:`distill_spec`: each rank reads its share of the soft-label Parquet and
+   minimises :class:`DistillLoss`,
    ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, label)``
    (regression: ``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, label)``).
-   Rank 0 scores validation fold ``val_fold`` each epoch (fold 0: the other fold
-   judges the variant in the gate), keeps the best student's weights and stops early
-   like training does.
+   The student's epoch is chosen on validation fold 0 by its metric (the other fold
+   judges the variant in the gate), with training's early stopping and checkpoints.
 
 The student is a from-scratch model of the same family at ``student_hidden_dim``
 width: an ``mlp`` for tabular teachers, and an ``embedding_bag`` over the teacher's
@@ -20,13 +21,14 @@ tokenizer vocabulary (no hashed bigrams) for text teachers, MiniLM included.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from sparkforge.train.spec import BoundLoss, TrainSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -54,24 +56,26 @@ def student_spec(teacher: Mapping[str, Any], width: int, vocab_size: int | None 
 
 def soft_label_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
                   target: str, batch_size: int = 256, threads: int = 1) -> DataFrame:
-    """``df``'s model inputs and ``target`` plus the teacher's ``teacher_logits`` per row
-    (the scoring core of :mod:`sparkforge.infer.predictor`, one session per worker)."""
-    import pyarrow as pa
+    """``df``'s model inputs and ``target`` plus the teacher's ``teacher_logits`` per row."""
     from pyspark.sql import types as T
 
-    from sparkforge.infer import ModelRef, list_array, map_predictions
+    from sparkforge.infer import model_inputs, onnx_session, predict
 
     cols = [*inputs, target]
     schema = T.StructType([*(df.schema[c] for c in cols),
                            T.StructField(TEACHER_COLUMN, T.ArrayType(T.FloatType()))])
 
-    def emit(batch: pa.RecordBatch, logits: np.ndarray) -> pa.RecordBatch:
-        arrays = [batch.column(c) for c in cols]
-        arrays.append(list_array(logits.astype(np.float32, copy=False), pa.float32()))
-        return pa.RecordBatch.from_arrays(arrays, names=[*cols, TEACHER_COLUMN])
+    def _teach(batches: Any) -> Any:
+        sess = onnx_session(model_path, sha256, threads)
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            logits = predict(sess, model_inputs(pdf, inputs), batch_size)
+            res = pdf[cols].copy()
+            res[TEACHER_COLUMN] = list(logits.astype(np.float32))
+            yield res
 
-    return map_predictions(df, ModelRef(model_path, sha256, threads), inputs=inputs,
-                           columns=cols, schema=schema, emit=emit, batch_size=batch_size)
+    return df.select(*cols).mapInPandas(_teach, schema)
 
 
 def write_soft_labels(df: DataFrame, dst: Path, **kwargs: Any) -> None:
@@ -94,84 +98,40 @@ def _kd_loss(student: Any, teacher: Any, y: Any, *, regression: bool, alpha: flo
     return alpha * soft + (1 - alpha) * classification_loss(student, y, class_weights)
 
 
-def distill_fn(params: dict[str, Any]) -> dict[str, Any]:
-    """One TorchDistributor rank of distillation; every rank returns rank 0's history."""
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
+@dataclass(frozen=True)
+class DistillLoss:
+    """The training core's loss for distillation (:class:`~sparkforge.train.spec.Loss`):
+    :func:`_kd_loss` of the student's output against the ``teacher_logits`` column and
+    the label."""
 
-    from sparkforge.compress.finetune import evaluate, fold_rows
-    from sparkforge.models import build_model, save_weights
-    from sparkforge.train.loader import ShardedLoader, read_split, trim_padding
-    from sparkforge.train.loop import finish_rank, setup_rank
+    alpha: float = 0.7
+    temperature: float = 2.0
 
-    rank, world, device, _ = setup_rank(params)
-    seed = int(params["seed"])
-    torch.manual_seed(seed)
-    inputs: list[str] = params["inputs"]
-    target: str = params["target"]
-    regression = bool(params["regression"])
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (TEACHER_COLUMN,)
 
-    data = read_split(Path(params["soft_labels"]), [*inputs, target, TEACHER_COLUMN])
-    loader = ShardedLoader(data, rank, world, int(params["batch_size"]), seed)
-    val = ({} if rank != 0 else
-           read_split(Path(params["val_dir"]), [*inputs, target]) if params.get("val_fold") is None
-           else fold_rows(Path(params["val_dir"]), [*inputs, target], int(params["val_fold"])))
-    model = build_model(params["student_spec"]).to(device)
-    ddp: torch.nn.Module = DDP(model) if world > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=float(params["lr"]), weight_decay=0.01)
-    epochs, steps = int(params["epochs"]), len(loader)
-    total, warm = max(1, steps * epochs), int(0.06 * steps * epochs)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / max(1, warm) if s < warm
-        else max(0.0, 1.0 - (s - warm) / max(1, total - warm)))
-    out = Path(params["out_path"])
-    best, bad, history = -math.inf, 0, []
-    t_start = time.time()
-    for epoch in range(epochs):
-        ddp.train()
-        t0, loss_sum, seen = time.time(), 0.0, 0
-        for raw in loader.epoch(epoch):
-            b = trim_padding(raw)
-            xs = [torch.from_numpy(np.ascontiguousarray(b[k])).to(device) for k in inputs]
-            y = torch.from_numpy(b[target]).to(device)
-            teacher = torch.from_numpy(b[TEACHER_COLUMN]).to(device)
-            loss = _kd_loss(ddp(*xs), teacher, y, regression=regression,
-                            alpha=float(params["alpha"]),
-                            temperature=float(params["temperature"]),
-                            class_weights=params.get("class_weights"))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach()) * len(y)
-            seen += len(y)
-        stats = torch.tensor([loss_sum, float(seen)], dtype=torch.float64)
-        if world > 1:
-            dist.all_reduce(stats)
-        stop = False
-        if rank == 0:
-            metric = evaluate(model, val, inputs, target, regression) if len(val[target]) \
-                else -float(stats[0] / max(float(stats[1]), 1.0))
-            record = {"epoch": epoch, "train_loss": float(stats[0] / max(float(stats[1]), 1.0)),
-                      "val_metric": metric, "epoch_s": time.time() - t0,
-                      "elapsed_s": time.time() - t_start}
-            history.append(record)
-            print(f"[sparkforge] distill epoch {epoch}: train_loss={record['train_loss']:.4f} "
-                  f"val_metric={metric:.4f} elapsed={record['elapsed_s']:.1f}s", flush=True)
-            if metric > best:
-                best, bad = metric, 0
-                save_weights(model, out.with_name(out.name + ".tmp"))
-                out.with_name(out.name + ".tmp").replace(out)
-            else:
-                bad += 1
-            stop = bad >= int(params["patience"])
-        if world > 1:
-            flag = torch.tensor([1 if stop else 0])
-            dist.broadcast(flag, src=0)
-            stop = bool(flag.item())
-        if stop:
-            break
-    return finish_rank({"history": history, "best_val_metric": best,
-                        "val_rows": len(val[target]) if rank == 0 else None}, world)
+    def bind(self, spec: TrainSpec, device: Any) -> BoundLoss:
+        regression, alpha, temperature = spec.regression, self.alpha, self.temperature
+        weights = spec.class_weights  # the training's (train/losses.py), for the hard labels
+
+        def kd(out: Any, y: Any, extra: Mapping[str, Any]) -> Any:
+            return _kd_loss(out, extra[TEACHER_COLUMN], y, regression=regression,
+                            alpha=alpha, temperature=temperature, class_weights=weights)
+        return kd
+
+
+def distill_spec(base: TrainSpec, *, soft_labels: Path, val_dir: Path, out_dir: Path,
+                 student: Mapping[str, Any], epochs: int, lr: float, alpha: float,
+                 temperature: float) -> TrainSpec:
+    """The spec that trains ``student`` on the soft labels, from the training spec
+    ``base`` (its schedule, seed, patience, batch size): the student is judged on
+    validation fold ``base.val_fold`` by its metric (accuracy / -RMSE), and its best
+    weights go to ``out_dir/student.safetensors``."""
+    return replace(
+        base, model=dict(student), train_path=str(soft_labels.resolve()),
+        val_path=str(val_dir.resolve()), out_dir=str(out_dir.resolve()),
+        weights_name=STUDENT_WEIGHTS, checkpoint=True, resume=True, epochs=epochs, lr=lr,
+        loss=DistillLoss(alpha=alpha, temperature=temperature), select_by="metric",
+        target_std=1.0, grad_accum_steps=1, max_steps_per_epoch=0,
+        fsdp=False, loader="arrow", converter=None, keep_start=False, name="distill")

@@ -196,22 +196,23 @@ class _Builder:
         return self._int8_of(self.build("pruned"), dst)
 
     def _build_distilled(self, dst: Path) -> dict[str, Any]:
-        from pyspark.ml.torch.distributor import TorchDistributor
-
         from sparkforge.compress.distill import (
             STUDENT_WEIGHTS,
-            distill_fn,
+            distill_spec,
             student_spec,
             write_soft_labels,
         )
         from sparkforge.compress.onnx_export import export_onnx
         from sparkforge.compress.prune import count_parameters
-        from sparkforge.data.prepare import SELECT_FOLD
-        from sparkforge.jobs.train import _use_gpu, check_resources
         from sparkforge.models import build_model, load_weights
+        from sparkforge.train import checkpoint
+        from sparkforge.train.launch import launch, resources
+        from sparkforge.train.loop import CHECKPOINT_DIR
+        from sparkforge.train.spec import spec_from_config
 
         cfg, c, t = self.cfg, self.cfg.compress, self.cfg.train
         work = dst.parent
+        res = resources(self.spark, cfg)  # fails fast, before the soft labels are written
         vocab = None
         if cfg.is_text and "vocab_size" not in self.spec:
             from tokenizers import Tokenizer
@@ -226,33 +227,29 @@ class _Builder:
                           inputs=_inputs(cfg), target=_target(cfg),
                           batch_size=cfg.score.batch_size)
         soft_s = time.time() - t0
-        use_gpu = _use_gpu(self.spark, cfg)
-        threads = check_resources(self.spark, cfg, use_gpu)
+        cw = train_class_weights(cfg)  # the training's, for the labels' share of the loss
+        base = spec_from_config(cfg, model=sspec, out_dir=str(work.resolve()),
+                                class_weights=tuple(cw) if cw else None)
+        spec = distill_spec(base, soft_labels=soft,
+                            val_dir=cfg.out / "preprocessed" / "split=val", out_dir=work,
+                            student=sspec, epochs=c.distill_epochs, lr=c.distill_lr,
+                            alpha=c.distill_alpha, temperature=c.distill_temperature)
+        # A fresh student: a relaunch (train.max_restarts) resumes this run's checkpoint.
+        checkpoint.clear(work / CHECKPOINT_DIR)
         weights = work / STUDENT_WEIGHTS
-        params = {
-            "soft_labels": str(soft.resolve()),
-            "val_dir": str((cfg.out / "preprocessed" / "split=val").resolve()),
-            "val_fold": SELECT_FOLD,
-            "out_path": str(weights.resolve()), "student_spec": sspec,
-            "inputs": _inputs(cfg), "target": _target(cfg), "regression": cfg.is_regression,
-            "epochs": c.distill_epochs, "lr": c.distill_lr, "batch_size": t.batch_size,
-            "alpha": c.distill_alpha, "temperature": c.distill_temperature,
-            "patience": t.early_stopping_patience, "seed": t.seed, "threads": threads,
-            "use_cuda": use_gpu, "class_weights": train_class_weights(cfg),
-        }
-        log.info("Distilling %s into %s with TorchDistributor (%d process(es), local_mode=%s)",
-                 self.spec["name"], sspec, t.num_processes, t.local_mode)
-        result = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode,
-                                  use_gpu=use_gpu).run(distill_fn, params)
+        weights.unlink(missing_ok=True)
+        log.info("Distilling %s into %s", self.spec["name"], sspec)
+        result, restarts = launch(self.spark, cfg, spec, res=res, max_restarts=t.max_restarts)
+        checkpoint.clear(work / CHECKPOINT_DIR)  # the student's weights are all that is kept
         if not weights.exists():
             raise RuntimeError(f"distillation finished but wrote no {weights}")
         student = load_weights(build_model(sspec), weights).eval()
         export_onnx(student, sspec, dst, self.example)
         write_json_atomic(work / "student.json", sspec)
-        res = result if isinstance(result, dict) else {}
         return {"student_spec": sspec, "parameters": count_parameters(student),
                 "parameters_teacher": count_parameters(self.model), "soft_labels_s": soft_s,
-                "history": res.get("history"), "val_rows": res.get("val_rows")}
+                "history": result.get("history"), "val_rows": result.get("val_rows"),
+                "kept_epoch": result.get("kept_epoch"), "restarts": restarts}
 
     def _build_distilled_int8(self, dst: Path) -> dict[str, Any]:
         return self._int8_of(self.build("distilled"), dst)

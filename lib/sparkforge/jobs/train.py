@@ -1,15 +1,17 @@
 """Stage 2: preprocessed/ -> model/ (weights, spec, history) via TorchDistributor.
 
 The driver validates resources before anything is launched (more processes than task
-slots fails at once, naming ``train.num_processes``), then TorchDistributor runs
-:func:`sparkforge.train.loop.train_fn` on ``train.num_processes`` ranks: torchrun on the
-driver with ``train.local_mode=true``, barrier tasks on the executors otherwise.
+slots fails at once, naming ``train.num_processes``), builds the ranks'
+:class:`~sparkforge.train.spec.TrainSpec` (:func:`train_spec`), then
+:func:`sparkforge.train.launch.launch` runs the training core on
+``train.num_processes`` ranks: torchrun on the driver with ``train.local_mode=true``,
+barrier tasks on the executors otherwise, relaunched up to ``train.max_restarts`` times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,9 @@ from sparkforge.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from sparkforge.train.launch import Resources
+    from sparkforge.train.spec import TrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -76,78 +81,6 @@ def rank_batch_size(cfg: Config, n_train: int) -> int:
     return max(1, min(t.batch_size, max(8, per_step)))
 
 
-def _use_gpu(spark: SparkSession, cfg: Config) -> bool:
-    if cfg.train.use_gpu != "auto":
-        return cfg.train.use_gpu == "true"
-    if spark.conf.get("spark.task.resource.gpu.amount", None):
-        return True
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def _num_executors(spark: SparkSession) -> int:
-    from sparkforge.spark.session import is_connect
-
-    if is_connect(spark):  # Spark Connect: no status tracker; counted as one
-        return 1
-    sc = spark.sparkContext
-    if (sc.master or "").startswith("local"):
-        return 1
-    try:  # executors registered now, less the driver's entry
-        return max(1, len(sc.statusTracker().getExecutorInfos()) - 1)
-    except Exception:  # pragma: no cover - defensive: status API unavailable
-        return 1
-
-
-def check_resources(spark: SparkSession, cfg: Config, use_gpu: bool) -> int:
-    """Fail at once, naming the setting, instead of letting a barrier stage wait forever.
-
-    Returns torch threads per rank (= cores per task)."""
-    t = cfg.train
-    if t.local_mode:
-        if use_gpu:
-            import torch
-
-            gpus = torch.cuda.device_count()
-            if t.num_processes > gpus:
-                raise ConfigError(
-                    f"train.num_processes={t.num_processes}: train.local_mode=true with GPUs "
-                    f"runs one process per driver GPU and {gpus} are visible. Lower "
-                    "train.num_processes or set train.use_gpu=false")
-        cores = os.cpu_count() or 1
-        if t.num_processes > cores:
-            log.warning("train.num_processes=%d exceeds the driver's %d cores: the ranks will "
-                        "share cores", t.num_processes, cores)
-        return max(1, cores // t.num_processes)
-    task_cpus = int(spark.conf.get("spark.task.cpus", "1") or "1")
-    from sparkforge.spark.session import default_parallelism  # Connect-safe
-
-    parallelism = default_parallelism(spark)
-    slots = parallelism // max(task_cpus, 1)
-    detail = f"default parallelism {parallelism} / spark.task.cpus={task_cpus}"
-    if use_gpu:
-        task_gpus = float(spark.conf.get("spark.task.resource.gpu.amount", "0") or "0")
-        if task_gpus <= 0:
-            raise ConfigError("train.use_gpu=true with train.local_mode=false needs "
-                              "spark.task.resource.gpu.amount set (e.g. --set "
-                              "spark.conf.spark.task.resource.gpu.amount=1)")
-        executor_gpus = float(spark.conf.get("spark.executor.resource.gpu.amount", "0") or "0")
-        if executor_gpus > 0:
-            gpu_slots = int(executor_gpus // task_gpus) * _num_executors(spark)
-            if gpu_slots < slots:
-                slots = gpu_slots
-                detail = (f"{_num_executors(spark)} executor(s) x spark.executor.resource.gpu."
-                          f"amount={executor_gpus:g} / spark.task.resource.gpu.amount="
-                          f"{task_gpus:g}")
-    if t.num_processes > slots:
-        raise ConfigError(
-            f"train.num_processes={t.num_processes}: the cluster offers only {slots} task "
-            f"slot(s) ({detail}); a barrier stage would wait forever. Lower "
-            "train.num_processes or add executors")
-    return task_cpus
-
-
 def class_weight_decision(spark: SparkSession, cfg: Config, labels: list[str]
                           ) -> tuple[list[float] | None, dict[str, Any]]:
     """``train.class_weights`` applied to the train split's label counts (a Spark
@@ -198,45 +131,37 @@ def petastorm_converter(spark: SparkSession, cfg: Config, columns: list[str]) ->
             spark.conf.unset(PETASTORM_CACHE_CONF)
 
 
-def train_params(spark: SparkSession, cfg: Config, use_gpu: bool, threads: int
-                 ) -> dict[str, Any]:
-    """What every rank's ``train_fn`` gets (picklable)."""
-    t = cfg.train
+def train_spec(cfg: Config, res: Resources | None = None, converter: Any = None,
+               class_weights: list[float] | None = None) -> TrainSpec:
+    """The :class:`~sparkforge.train.spec.TrainSpec` every training rank gets
+    (``class_weights``: :func:`class_weight_decision`'s, in label order)."""
+    from sparkforge.train.spec import spec_from_config
+
     out = cfg.out
-    labels = read_json(out / "model" / "labels.json")
     n_train = int(_preprocess_summary(cfg).get("rows_per_split", {}).get("train", 0))
     spec = model_spec(cfg, pretrained=True)
-    weights, weight_info = class_weight_decision(spark, cfg, labels)
-    return {
-        "pre_dir": str((out / "preprocessed").resolve()),
-        "model_dir": str((out / "model").resolve()),
-        "spec": spec, "select_by": t.select_by,
-        "target_std": spec.get("target_std", 1.0),
-        "inputs": ["input_ids", "attention_mask"] if cfg.is_text else ["features"],
-        "task": "regression" if cfg.is_regression else "classification",
-        "epochs": t.epochs, "batch_size": rank_batch_size(cfg, n_train), "lr": t.lr,
-        "weight_decay": t.weight_decay, "warmup_ratio": t.warmup_ratio,
-        "grad_clip": t.grad_clip, "seed": t.seed, "patience": t.early_stopping_patience,
-        "class_weights": weights, "class_weight_info": weight_info,
-        "threads": threads, "use_cuda": use_gpu,
+    return spec_from_config(
+        cfg, model=spec,
+        train_path=str((out / "preprocessed" / "split=train").resolve()),
+        val_path=str((out / "preprocessed" / "split=val").resolve()),
+        out_dir=str((out / "model").resolve()),
+        batch_size=rank_batch_size(cfg, n_train),
+        class_weights=tuple(class_weights) if class_weights else None,
+        target_std=float(spec.get("target_std", 1.0)),
         # The driver clears old checkpoints unless train.resume, so whatever a rank finds
-        # was written by this run: a retried barrier stage continues from it.
-        "resume": True, "max_steps_per_epoch": t.max_steps_per_epoch,
-        "grad_accum_steps": t.grad_accum_steps, "fsdp": t.fsdp, "loader": t.loader,
-    }
+        # was written by this run: a relaunched barrier stage continues from it.
+        resume=True, converter=converter,
+        use_cuda=res.use_gpu if res else False, threads=res.threads if res else 0)
 
 
-def run_train(spark: SparkSession, cfg: Config, *,
-              _hooks: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_train(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     """Train and write model/.
 
-    ``_hooks`` (tests only) are added to the ranks' params: ``_fail_at`` ({rank, epoch,
-    step}) kills that rank there; ``_trace_dir`` makes every rank record the ids (or the
-    ``_trace_column``) it trained on."""
-    from pyspark.ml.torch.distributor import TorchDistributor
-
-    from sparkforge.train import checkpoint
-    from sparkforge.train.loop import BEST_WEIGHTS, CHECKPOINT_DIR, train_fn
+    Test hooks (killing a rank, tracing the rows each rank read) are installed with
+    :func:`sparkforge.train.hooks.installed`, not passed here."""
+    from sparkforge.train import checkpoint, hooks
+    from sparkforge.train.launch import launch, resources
+    from sparkforge.train.loop import BEST_WEIGHTS, CHECKPOINT_DIR
 
     out = cfg.out
     model_dir = out / "model"
@@ -244,9 +169,10 @@ def run_train(spark: SparkSession, cfg: Config, *,
         raise ConfigError(f"output.dir={str(out)!r}: no preprocessed/ folder; run "
                           "`sparkforge preprocess` with this config first")
     t = cfg.train
-    use_gpu = _use_gpu(spark, cfg)
-    threads = check_resources(spark, cfg, use_gpu)
-    params = train_params(spark, cfg, use_gpu, threads)
+    res = resources(spark, cfg)  # fails fast, before any slow driver work
+    weights, weight_info = class_weight_decision(
+        spark, cfg, read_json(model_dir / "labels.json"))
+    spec = train_spec(cfg, res, class_weights=weights)
     ckpt_root = model_dir / CHECKPOINT_DIR
     last = checkpoint.latest(ckpt_root)
     if not t.resume:
@@ -254,48 +180,31 @@ def run_train(spark: SparkSession, cfg: Config, *,
     elif last is None:
         log.warning("train.resume=true but %s holds no complete checkpoint; starting fresh",
                     ckpt_root)
-    params.update(_hooks or {})
     converter = None
     if t.loader == "petastorm":
-        target = "label" if cfg.is_regression else "label_index"
-        traced = [params.get("_trace_column", "id")] if params.get("_trace_dir") else []
-        converter = petastorm_converter(spark, cfg, [*params["inputs"], target, *traced])
-        params["converter"] = converter
-    log.info("TorchDistributor: %d process(es), local_mode=%s, use_gpu=%s, model %s, "
-             "loader %s, %s, %d thread(s) per rank%s", t.num_processes, t.local_mode, use_gpu,
-             cfg.model_name, t.loader, "FSDP" if t.fsdp else "DDP", threads,
+        installed = hooks.active()
+        traced = installed.trace_columns() if installed else []
+        converter = petastorm_converter(spark, cfg, [*spec.columns(), *traced])
+        spec = dataclasses.replace(spec, converter=converter)
+    log.info("train: model %s%s", cfg.model_name,
              f", resuming from {last}" if t.resume and last else "")
-    restarts = 0
     try:
-        while True:
-            try:
-                result = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode,
-                                          use_gpu=use_gpu).run(train_fn, params)
-                break
-            except Exception as e:
-                if restarts >= t.max_restarts:
-                    raise
-                restarts += 1
-                log.warning("training failed (%s: %s); restart %d of train.max_restarts=%d "
-                            "from %s", type(e).__name__, str(e)[:200], restarts, t.max_restarts,
-                            checkpoint.latest(ckpt_root) or "the start")
+        result, restarts = launch(spark, cfg, spec, res=res, max_restarts=t.max_restarts)
     finally:
         if converter is not None:
             converter.delete()
-    if not isinstance(result, dict):
-        raise RuntimeError(f"training returned {result!r} instead of its history")
     if not (model_dir / BEST_WEIGHTS).exists():
         raise RuntimeError(f"training finished but wrote no {model_dir / BEST_WEIGHTS}")
     write_json_atomic(model_dir / "model.json", model_spec(cfg, pretrained=False))
     write_json_atomic(model_dir / "history.json", result["history"])
     summary = {"model": cfg.model_name, "num_processes": t.num_processes,
-               "local_mode": t.local_mode, "use_gpu": use_gpu, "loader": t.loader,
+               "local_mode": t.local_mode, "use_gpu": res.use_gpu, "loader": t.loader,
                "fsdp": t.fsdp, "grad_accum_steps": t.grad_accum_steps,
                "epochs_run": len(result["history"]),
                "kept_epoch": result.get("kept_epoch"), "kept_reason": result.get("kept_reason"),
                "stop_reason": result.get("stop_reason"), "select_by": result.get("select_by"),
-               "batch_size_per_rank": params["batch_size"],
-               "class_weights": params["class_weight_info"],
+               "batch_size_per_rank": spec.batch_size,
+               "class_weights": weight_info,
                "resumed_from_epoch": result.get("resumed_from_epoch"), "restarts": restarts,
                "steps_per_epoch": result.get("steps_per_epoch"),
                "param_numel": result.get("param_numel"),
