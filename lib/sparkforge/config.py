@@ -593,10 +593,18 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Load ``path`` (following ``extends``), apply ``key=value`` overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                settings: Mapping[str, Any] | None = None) -> Config:
+    """Load ``path`` (following ``extends``), apply ``key=value`` overrides, then
+    ``settings`` (dotted key -> value already typed, e.g. ``{"train.epochs": 2}``: the
+    Python API's form of ``--set``), validate."""
     tree: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
     for text in overrides:
         parts, value = parse_override(text)
+        _apply_override(tree, parts, value)
+    for key, value in (settings or {}).items():
+        parts = [p for p in str(key).split(".") if p]
+        if not parts:
+            _fail("config", key, "name a dotted config key, e.g. train.epochs")
         _apply_override(tree, parts, value)
     return typing.cast(Config, _build(Config, tree))

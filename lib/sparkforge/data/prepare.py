@@ -205,8 +205,9 @@ def _dedupe(cfg: Config) -> bool:
 
 def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
             fitted: Fitted | None = None, input_path: str | None = None,
-            keep_columns: list[str] | None = None) -> Prepared:
-    """Quarantine, clean, id and split ``data.input`` (or ``input_path``).
+            keep_columns: list[str] | None = None, raw: DataFrame | None = None) -> Prepared:
+    """Quarantine, clean, id and split ``data.input`` (or ``input_path``, or the
+    DataFrame ``raw``: what a Spark ML model's ``transform`` is given).
 
     With ``fitted`` (scoring), the training's column types, labels and categories are
     re-applied: a missing label column is allowed (unlabeled rows are scored), labels
@@ -217,7 +218,8 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     from pyspark.sql import types as T
 
     d = cfg.data
-    raw = read_raw(spark, cfg, input_path)
+    if raw is None:
+        raw = read_raw(spark, cfg, input_path)
     original = [c for c in raw.columns if c != CORRUPT]
     has_label = d.label_column in raw.columns
     if fitted is None and not has_label:
