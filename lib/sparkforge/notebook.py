@@ -54,6 +54,9 @@ def overrides(p: Mapping[str, str]) -> list[str]:
 
 def load(p: Mapping[str, str], extra: list[str] | None = None) -> Config:
     """The config the notebook runs with: ``p['config']`` plus the widgets' overrides."""
+    from sparkforge.progress import quiet_third_party
+
+    quiet_third_party()  # as the CLI does: no per-initializer INFO lines in the cell output
     cfg = load_config(p["config"], [*overrides(p), *(extra or [])])
     log.info("notebook config %s, output.dir=%s", p["config"], cfg.output.dir)
     return cfg

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,9 +89,15 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
             yield key, v
 
 
+def key(name: str) -> str:
+    """A metric or param name MLflow accepts: column names and quarantine reasons end up
+    in keys (``drift.psi.<column>``), and MLflow refuses a whole batch over one bad key."""
+    return re.sub(r"[^\w\-. /:]", "_", name)[:250]
+
+
 def numeric(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """The finite numbers of a (nested) manifest section, by dotted key (bools excluded)."""
-    return {k: float(v) for k, v in flatten(tree, prefix)
+    return {key(k): float(v) for k, v in flatten(tree, prefix)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
@@ -116,7 +123,7 @@ def parent_run(cfg: Config, *, new: bool = False) -> str:
     run = c.create_run(exp_id, run_name=cfg.out.resolve().name,
                        tags={"sparkforge.output_dir": str(cfg.out.resolve())})
     _log_batch(c, run.info.run_id, params={
-        k: str(v)[:_PARAM_MAX] for k, v in flatten(cfg.to_dict())})
+        key(k): str(v)[:_PARAM_MAX] for k, v in flatten(cfg.to_dict())})
     update_manifest(cfg.out, SECTION, {"uri": uri, "experiment_id": exp_id,
                                        "run_id": run.info.run_id,
                                        "experiment": cfg.tracking.experiment})
@@ -180,7 +187,7 @@ def _stage_figures(cfg: Config, stage: str, section: dict[str, Any]) -> _Figures
         for name, rec in variants.items():
             metrics.update(numeric(rec, f"{name}."))
             if rec.get("decision"):
-                tags[f"{name}.decision"] = str(rec["decision"])[:_PARAM_MAX]
+                tags[key(f"{name}.decision")] = str(rec["decision"])[:_PARAM_MAX]
         tags["selected"] = str(section.get("selected"))
         for name, rel in section.get("paths", {}).items():
             files.append((out / rel, f"onnx/{name}"))
@@ -228,7 +235,7 @@ def _log_stage(cfg: Config, stage: str, error: str | None) -> str:
 
     c = client(cfg)
     # preprocess starts a pipeline run; a stage run alone nests under the recorded one.
-    parent = parent_run(cfg, new=(stage == "preprocess" and error is None))
+    parent = parent_run(cfg, new=stage == "preprocess")
     exp_id = c.get_run(parent).info.experiment_id
     section_name, section = _section(cfg, stage)
     metrics, history, files, tags = _stage_figures(cfg, stage, section)

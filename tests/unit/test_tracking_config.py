@@ -9,7 +9,7 @@ import pytest
 
 from sparkforge import notebook
 from sparkforge.config import ConfigError, MissingExtraError, load_config
-from sparkforge.tracking import flatten, numeric
+from sparkforge.tracking import flatten, key, numeric
 
 TABULAR = "task=tabular_classification"
 
@@ -77,3 +77,9 @@ def test_notebook_params_from_widgets_or_defaults() -> None:
                         [f"train.epochs={p['epochs']}"])
     assert (cfg.train.epochs, cfg.train.hidden_dim, cfg.data.input) == (2, 16, "x.csv")
     assert cfg.data.options == {"sep": ";"}
+
+
+def test_keys_mlflow_would_refuse_are_rewritten() -> None:
+    assert key("drift.psi.income (k$)") == "drift.psi.income _k__"
+    assert key("quarantine_reasons.bad_type:age") == "quarantine_reasons.bad_type:age"
+    assert numeric({"psi": {"a,b": 0.5}}) == {"psi.a_b": 0.5}
