@@ -56,5 +56,9 @@ keys = ("n_rows", "accuracy", "f1_macro", "log_loss", "roc_auc", "rmse", "mae", 
 table = pd.DataFrame([{"variant": name, "selected": name == metrics.get("selected"),
                        **{k: m[k] for k in keys if k in m}}
                       for name, m in metrics.get("variants", {}).items()])
+if table.empty:  # a dated table without labels: its counts (and drift, in the report)
+    table = pd.DataFrame([{"run_date": metrics["run_date"],
+                           **{k: metrics["run"][k] for k in ("rows_in", "rows_scored",
+                                                             "rows_quarantined")}}])
 print(json.dumps({"selected": metrics.get("selected")}))
 notebook.show(globals(), spark.createDataFrame(table))
