@@ -15,6 +15,13 @@ from _notebook_run import RUN_DATE, NotebookRun
 from mlflow.tracking import MlflowClient  # the [mlflow] extra, installed by `make setup`
 
 
+@pytest.fixture(autouse=True)
+def _file_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLflow 3 opens its file store (sparkforge's local default) only with this set;
+    # sparkforge.tracking sets it in the process that logs, this test reads in another.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
 def _client(run: NotebookRun) -> tuple[MlflowClient, dict]:
     rec = run.manifest()["tracking"]
     # the default store: a local one under output.dir
