@@ -44,6 +44,10 @@ LOCAL_STORE = "mlruns"  # under output.dir when tracking.uri is empty
 STAGE_TAG = "sparkforge.stage"
 RUN_DATE_TAG = "sparkforge.run_date"
 PARENT_TAG = "mlflow.parentRunId"  # what MLflow's UI nests runs by
+# The config sections each stage's nested run logs as its params.
+STAGE_SECTIONS = {"preprocess": ("task", "data", "preprocess", "tokenizer"),
+                  "train": ("train",), "compress": ("compress",), "score": ("score", "run"),
+                  "evaluate": ("evaluate", "run")}
 # MLflow limits: a param value's length, and entries per log_batch request.
 _PARAM_MAX = 500
 _BATCH = 100
@@ -245,7 +249,13 @@ def _log_stage(cfg: Config, stage: str, error: str | None) -> str:
     run = c.create_run(exp_id, run_name=name,
                        tags={PARENT_TAG: parent, STAGE_TAG: stage, **tags})
     run_id = run.info.run_id
-    _log_batch(c, run_id, metrics=metrics, history=history)
+    # The settings this stage ran with, on its own run: stages run as separate commands
+    # or notebooks may differ from the parent's (e.g. train.epochs set for training only),
+    # and MLflow params cannot be changed once logged.
+    conf = cfg.to_dict()
+    params = {key(k): str(v)[:_PARAM_MAX] for section in STAGE_SECTIONS[stage]
+              for k, v in flatten({section: conf[section]})}
+    _log_batch(c, run_id, params=params, metrics=metrics, history=history)
     for path, folder in files:
         c.log_artifact(run_id, str(path), folder or None)
     if error is not None:

@@ -53,7 +53,8 @@ def test_notebook_runs_the_pipeline(tmp_path: Path) -> None:
 
 def _shown_row(stdout: str, *cells: object) -> bool:
     """A row of a DataFrame.show() table holding exactly these cells, in this order."""
-    pattern = r"\|\s*" + r"\s*\|\s*".join(re.escape(str(c)) for c in cells) + r"\s*\|"
+    text = [str(c).lower() if isinstance(c, bool) else str(c) for c in cells]  # Spark: true
+    pattern = r"\|\s*" + r"\s*\|\s*".join(re.escape(t) for t in text) + r"\s*\|"
     return re.search(pattern, stdout) is not None
 
 

@@ -44,12 +44,14 @@ def test_one_parent_run_with_the_config_and_a_nested_run_per_stage(
     client, rec = _client(notebook_run)
     parent = client.get_run(rec["run_id"])
     params = parent.data.params
-    # the notebooks' widget overrides reached the logged config
-    assert params["train.epochs"] == "2"
+    # the notebooks' widget overrides reached the logged config: notebook 1's on the
+    # parent, each stage notebook's own (epochs, variants) on its stage's run
     assert params["train.hidden_dim"] == "16"
     assert params["output.dir"] == "runs/nb"
-    assert params["compress.variants"] == "['int8_dynamic']"
+    assert params["data.input"] == "data/adult_small.csv"
     children = _children(client, rec)
+    assert children["train"].data.params["train.epochs"] == "2"
+    assert children["compress"].data.params["compress.variants"] == "['int8_dynamic']"
     assert set(children) == {"preprocess", "train", "compress", "score", "evaluate",
                              f"score run_date={RUN_DATE}"}
     assert all(r.info.status == "FINISHED" for r in children.values())

@@ -58,6 +58,8 @@ def test_stages_nest_under_one_parent_with_their_figures(run_dir: Path) -> None:
     assert pre["rows_in"] == 10
     assert pre["rows_per_split.train"] == 7
     assert pre["quarantine_reasons.bad_type:a _b_"] == 1
+    assert c.get_run(ids["train"]).data.params["train.epochs"] == "30"
+    assert c.get_run(ids["preprocess"]).data.params["task"] == "tabular_classification"
     hist = c.get_metric_history(ids["train"], "train_loss")
     assert sorted((m.step, m.value) for m in hist) == [(0, 0.7), (1, 0.5)]
     comp = c.get_run(ids["compress"])
