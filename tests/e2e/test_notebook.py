@@ -2,7 +2,7 @@
 
 notebooks/pipeline_walkthrough.py: the whole tabular pipeline on UCI Adult (about 2 min).
 notebooks/01_..04_ (explore + preprocess, train, compress, score + evaluate): one small
-shared run (conftest's ``notebook_run``: 3,000 rows, 2 epochs, a 16-wide MLP; about 3-4
+shared run (conftest's ``notebook_run``: 3,000 rows, 2 epochs, a 16-wide MLP; about 2.5
 min, shared with test_tracking.py). All part of `make test`. The notebooks read `conf/`
 and `data/` relative to their working directory, so they run in a scratch folder holding
 a link to the repo's `conf/` and freshly written demo data.
@@ -48,7 +48,7 @@ def test_notebook_runs_the_pipeline(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------
 # The four stage notebooks (notebooks/01_..04_), run once by conftest's `notebook_run`
-# fixture on 3,000 rows of Adult (about 3-4 min with the tracking test that shares it).
+# fixture on 3,000 rows of Adult (about 2.5 min with the tracking test that shares it).
 
 
 def _shown_row(stdout: str, *cells: object) -> bool:

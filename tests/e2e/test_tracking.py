@@ -2,7 +2,7 @@
 
 Reuses conftest's ``notebook_run`` (the four stage notebooks with tracking on, then a
 dated ``sparkforge score`` from the command line): no run of its own; the shared run
-takes about 3-4 min, these checks seconds.
+takes about 2.5 min, these checks seconds.
 """
 
 from __future__ import annotations
