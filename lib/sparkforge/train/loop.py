@@ -439,6 +439,15 @@ class Trainer:
         stop = False
         resumed_from = start_epoch if resume_dir is not None else None
         t_start = time.time()
+        # A line at least every 30 s from rank 0 (epoch, step/total, samples/s, loss, ETA):
+        # a long epoch is visible while it runs, not only at its end.
+        progress = None
+        if rank == 0 and start_epoch < epochs:
+            from sparkforge.progress import ProgressReporter
+
+            progress = ProgressReporter(
+                epochs - start_epoch, steps_per_epoch, every_s=30.0,
+                emit=lambda line: print(f"[sparkforge] {s.name}: {line}", flush=True))
         for epoch in range(start_epoch, epochs):
             wrapped.train()
             t0, seen, loss_sum, steps = time.time(), 0, 0.0, 0
@@ -463,9 +472,12 @@ class Trainer:
                     opt.step()
                     sched.step()
                     opt.zero_grad(set_to_none=True)
-                loss_sum += float(loss.detach()) * len(y)
+                step_loss = float(loss.detach())
+                loss_sum += step_loss * len(y)
                 seen += len(y)
                 steps += 1
+                if progress is not None:
+                    progress.step(epoch - start_epoch, step, samples=len(y), loss=step_loss)
             tracer.epoch_end(epoch, steps)
             stats = all_reduce(torch.tensor([loss_sum, float(seen)], dtype=torch.float64))
             elapsed = time.time() - t0
