@@ -33,7 +33,6 @@ import platform
 import re
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +61,7 @@ def load_run(run: Path) -> dict[str, Any]:
 
 def remeasure_latency(res: dict[str, Any], rounds: int) -> None:
     """Time every measured variant again, interleaved; overwrite the latency figures."""
-    import numpy as np
-    import onnxruntime as ort
-
+    from sparkforge.compress.measure import latency_ms
     from sparkforge.models import task_input_names
     from sparkforge.train.loader import read_split, trim_padding
 
@@ -77,29 +74,18 @@ def remeasure_latency(res: dict[str, Any], rounds: int) -> None:
     data = read_split(run / "preprocessed" / f"split={split}", inputs)
     sample = trim_padding({k: v[:rows] for k, v in data.items()})
     n = len(next(iter(sample.values())))
-    feeds = {b: {k: np.ascontiguousarray(v[np.arange(b) % n]) for k, v in sample.items()}
-             for b in (1, 1024)}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sessions = {}
-    for name, rel in sel["paths"].items():
-        sessions[name] = ort.InferenceSession(str(run / rel), opts,
-                                              providers=["CPUExecutionProvider"])
-        sessions[name].run(["logits"], {k: v[:8] for k, v in feeds[1024].items()})
-    times: dict[str, dict[int, list[float]]] = {n: {1: [], 1024: []} for n in sessions}
+    # The library's own latency loop (compress/measure.py: a fresh 1-thread session, a
+    # warm-up call, the median of at least `least` calls within `budget` seconds),
+    # interleaved over the variants and repeated `rounds` times.
+    paths = {name: run / rel for name, rel in sel["paths"].items()}
+    times: dict[str, dict[int, list[float]]] = {n: {1: [], 1024: []} for n in paths}
     load: list[float] = []
     for r in range(rounds):
-        for name, sess in sessions.items():
+        for name, path in paths.items():
             load.append(os.getloadavg()[0])
             for batch, (least, budget) in {1: (30, 0.3), 1024: (1, 0.5)}.items():
-                calls: list[float] = []
-                start = time.perf_counter()
-                while len(calls) < least or (time.perf_counter() - start < budget
-                                             and len(calls) < 200):
-                    t0 = time.perf_counter()
-                    sess.run(["logits"], feeds[batch])
-                    calls.append((time.perf_counter() - t0) * 1000)
-                times[name][batch].append(statistics.median(calls))
+                times[name][batch].append(latency_ms(path, sample, batch, least,
+                                                     budget_s=budget))
         print(f"{run.name}: round {r + 1}/{rounds} done", flush=True)
     figures = sel["variants"]
     for name, t in times.items():
