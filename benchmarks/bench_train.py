@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks._common import machine, machine_cpu, write_section
 from benchmarks._common import wait_quiet as _wait_quiet
+from sparkforge.models import task_input_names
 
 if TYPE_CHECKING:
     from sparkforge.train.spec import TrainSpec
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Training"
-TEXT_INPUTS = ["input_ids", "attention_mask"]
+TEXT_INPUTS = task_input_names(text=True)  # the library names the model inputs once
 TARGET = "label_index"
 
 

@@ -329,6 +329,7 @@ class _SparkForgeModel(Model, _SparkForgeParams, MLWritable, MLReadable[Any]):
 
         from sparkforge.data.prepare import prepare
         from sparkforge.infer import score_df
+        from sparkforge.models import task_input_names
         from sparkforge.jobs.score import encode
 
         outputs = self._output_columns()
@@ -350,8 +351,8 @@ class _SparkForgeModel(Model, _SparkForgeParams, MLWritable, MLReadable[Any]):
         threads = int(spark.conf.get("spark.task.cpus", "1") or "1")
         scored = score_df(encoded, model_path=str(cfg.out / model.selection["paths"][selected]),
                           sha256=model.sha256[selected],
-                          inputs=["input_ids", "attention_mask"] if cfg.is_text
-                          else ["features"], labels=model.labels, variant=selected,
+                          inputs=task_input_names(text=cfg.is_text),
+                          labels=model.labels, variant=selected,
                           batch_size=cfg.score.batch_size, threads=threads, passthrough=keep)
         cols = [F.col(k).alias(c) for k, c in copies.items()]
         cols.append(F.col("prediction").alias(outputs["prediction"]))
