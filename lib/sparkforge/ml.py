@@ -329,8 +329,8 @@ class _SparkForgeModel(Model, _SparkForgeParams, MLWritable, MLReadable[Any]):
 
         from sparkforge.data.prepare import prepare
         from sparkforge.infer import score_df
-        from sparkforge.models import task_input_names
         from sparkforge.jobs.score import encode
+        from sparkforge.models import task_input_names
 
         outputs = self._output_columns()
         clash = [c for c in outputs.values() if c in dataset.columns]
