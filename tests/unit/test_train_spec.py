@@ -51,8 +51,13 @@ def test_spec_is_frozen_picklable_and_validated() -> None:
             _spec(**{field: value})
     with pytest.raises(ValueError, match="needs out_dir"):
         _spec(checkpoint=True)
-    with pytest.raises(ValueError, match="needs the converter"):
-        _spec(loader="petastorm")
+    # A petastorm spec is built before its converter (the train job makes the converter
+    # from the spec's columns); the loader refuses to start without one.
+    from sparkforge.train.loader import make_loader
+
+    assert _spec(loader="petastorm").converter is None
+    with pytest.raises(ValueError, match="needs a SparkDatasetConverter"):
+        make_loader("petastorm", columns=["features"], rank=0, world=1, batch_size=4, seed=0)
 
 
 def test_spec_from_config_takes_the_train_settings() -> None:

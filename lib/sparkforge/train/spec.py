@@ -187,9 +187,9 @@ class TrainSpec:
             raise ValueError(f"TrainSpec.select_by={self.select_by!r}: use loss or metric")
         if self.loader not in ("arrow", "petastorm"):
             raise ValueError(f"TrainSpec.loader={self.loader!r}: use arrow or petastorm")
-        if self.loader == "petastorm" and self.converter is None:
-            raise ValueError("TrainSpec.loader='petastorm' needs the converter "
-                             "(jobs.train.petastorm_converter)")
+        # loader='petastorm' without a converter is refused where the loader is made
+        # (train/loader.py::make_loader): the train job builds the spec first, then the
+        # converter from the spec's columns, then replaces it in.
         if self.checkpoint and self.out_dir is None:
             raise ValueError("TrainSpec.checkpoint=True needs out_dir (or checkpoint=False)")
         if not self.inputs:
