@@ -75,7 +75,8 @@ demo-text: setup demo-data
 demo-tabular: setup demo-data
 	$(BIN)/sparkforge pipeline --config conf/demo_tabular.yaml
 
-# The fast suite (< 15 min on 2 cores), then the petastorm lane in its own venv.
+# The fast suite (about 42 min on 2 cores: cluster, Connect, notebooks, Estimator included),
+# then the petastorm lane in its own venv.
 # Slow suites: `make test-slow`.
 test: setup setup-petastorm
 	$(BIN)/python -m pytest -m "not slow" --ignore=$(PST_TESTS) $(PYTEST_ARGS)
