@@ -21,7 +21,7 @@ PST_STAMP := $(PST_VENV)/.setup-done
 PST_PKGS  := pyspark==4.0.5 petastorm==0.12.1 pyarrow==14.0.2 numpy==1.26.4 pandas==2.2.3 \
 	torch==2.13.0 safetensors==0.8.0 tokenizers==0.23.3 pyyaml==6.0.4 \
 	pytest==9.2.0 pytest-timeout==2.4.0
-PST_TESTS := tests/spark/test_train_petastorm.py
+PST_TESTS := tests/spark/test_train_petastorm.py tests/spark/test_floor_pipeline.py
 
 .PHONY: setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
 	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train \
@@ -79,7 +79,7 @@ demo-tabular: setup demo-data
 # then the petastorm lane in its own venv.
 # Slow suites: `make test-slow`.
 test: setup setup-petastorm
-	$(BIN)/python -m pytest -m "not slow" --ignore=$(PST_TESTS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(addprefix --ignore=,$(PST_TESTS)) $(PYTEST_ARGS)
 	$(PST_BIN)/python -m pytest -m "not slow" $(PST_TESTS) $(PYTEST_ARGS)
 
 test-petastorm: setup-petastorm

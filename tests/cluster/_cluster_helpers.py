@@ -16,7 +16,9 @@ from scripts import cluster as sc
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-N_ROWS = 400
+# The shared run's input: y = [a + b > 0] on N_GOOD rows, and N_BAD rows whose ``a`` is
+# inf (quarantined as bad_value:a at preprocess and at every score).
+N_GOOD, N_BAD = 400, 6
 PUBLISHED_DATE = "2026-01-01"  # the date the shared run's score stage publishes
 # Spark properties of every run on the cluster: loopback only, few shuffle partitions (the
 # default 200 is all scheduling overhead at this size), task retries allowed (the local
@@ -46,16 +48,37 @@ def event_log_conf(folder: Path) -> dict[str, Any]:
             "spark.eventLog.compress": False}
 
 
+def write_input(path: Path, seed: int = 5) -> tuple[list[str], list[str]]:
+    """The shared run's CSV; returns (good ids, bad ids), counted here from the rows."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = N_GOOD + N_BAD
+    x = rng.normal(size=(n, 2))
+    df = pd.DataFrame({"id": [f"r{i:04d}" for i in range(n)], "a": x[:, 0], "b": x[:, 1],
+                       "c": rng.choice(["u", "v", "w"], n),
+                       "y": np.where(x[:, 0] + x[:, 1] > 0, "p", "q")})
+    bad = rng.choice(n, N_BAD, replace=False)
+    df["a"] = df["a"].astype(object)
+    df.loc[bad, "a"] = "inf"
+    df.to_csv(path, index=False)
+    bad_ids = sorted(df.loc[bad, "id"])
+    return sorted(set(df["id"]) - set(bad_ids)), bad_ids
+
+
 @dataclass(frozen=True)
 class SharedRun:
     out: Path
     input: Path
+    good_ids: list[str]  # the input's ids whose row is valid (scored)
+    bad_ids: list[str]  # the input's ids whose ``a`` is inf (quarantined)
     config: Path  # the run's config (input, output, model, epochs, spark.conf)
     summary: dict[str, Any]  # what each stage returned
     trace: Path  # per-epoch, per-rank ids the ranks trained on
     failed_marker: Path  # written by rank 1 when the injected failure fired
     events: Path  # the run's Spark event log
     seconds: float
+    stderr: str  # the spark-submit process's
 
 
 def cli_env(cluster: sc.Cluster, **extra: str) -> dict[str, str]:
@@ -84,6 +107,26 @@ def read_events(folder: Path) -> list[dict[str, Any]]:
 def input_ids(csv: Path) -> list[str]:
     """The ids of the input, counted from the file itself."""
     return pd.read_csv(csv, dtype={"id": str})["id"].tolist()
+
+
+def spark_submit_cmd(master: str, py_files: Path, app: Path, *args: str) -> list[str]:
+    """The README's spark-submit line (section "spark-submit") for the application
+    ``app``: the standalone properties file, the package zip as --py-files."""
+    import pyspark
+
+    return [str(Path(pyspark.__file__).parent / "bin" / "spark-submit"), "--master", master,
+            "--properties-file", str(ROOT / "conf" / "spark" / "standalone.conf"),
+            "--py-files", str(py_files), str(app), *args]
+
+
+def submit_env() -> dict[str, str]:
+    """A spark-submit driver's environment: no PYTHONPATH, so the driver imports sparkforge
+    from the zip (spark-submit puts --py-files first on its path), not from lib/."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "SPARKFORGE_MASTER", "SPARK_REMOTE")}
+    env.update(PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1",
+               SPARKFORGE_LOG_LEVEL="INFO")
+    return env
 
 
 def published_ids(part: Path, variant: str) -> list[str]:

@@ -217,7 +217,8 @@ def transform(df: DataFrame, stats: dict[str, Any], keep: list[str] | None = Non
     numpy, and the list column is built around its buffer without a Python object per
     row or per value."""
     from pyspark.sql import functions as F
-    from pyspark.sql.functions import arrow_udf
+
+    from sparkforge.spark.udf import arrow_udf
 
     cols = sorted(stats["numeric"]) + sorted(stats["categorical"])
     n_num = len(stats["numeric"])
@@ -238,10 +239,6 @@ def transform(df: DataFrame, stats: dict[str, Any], keep: list[str] | None = Non
         offsets = np.arange(0, (n + 1) * stats["dim"], stats["dim"], dtype=np.int32)
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(feats.reshape(-1)))
 
-    import pyarrow as pa
-
-    # Real types, not the postponed strings: Spark reads the UDF kind from the hints.
-    _encode_arrow.__annotations__ = {"arrays": pa.Array, "return": pa.Array}
-    udf = arrow_udf(_encode_arrow, "array<float>")  # type: ignore[call-overload]
+    udf = arrow_udf("array<float>")(_encode_arrow)
     rest = [c for c in df.columns if c not in cols or c in (keep or [])]
     return df.select(*rest, udf(*[F.col(c) for c in cols]).alias("features"))

@@ -92,7 +92,7 @@ def embed_df(df: DataFrame, *, model_path: str, sha256: str, batch_size: int = 2
                 "embedding": list_array(emb.astype(np.float32, copy=False), pa.float32())}
         for c in keep:
             cols[c] = batch.column(c)
-        return pa.record_batch(cols)
+        return pa.RecordBatch.from_arrays(list(cols.values()), names=list(cols))
 
     return map_predictions(df, _ref(model_path, sha256, threads), inputs=names,
                            columns=["id", *names, *keep], schema=schema, emit=emit,

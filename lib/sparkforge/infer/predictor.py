@@ -249,4 +249,5 @@ def score_columns(batch: pa.RecordBatch, logits: np.ndarray, labels: list[str],
             "model_variant": pa.array([variant] * n, type=pa.string())}
     for c in passthrough:
         cols[c] = batch.column(c)
-    return pa.record_batch(cols)
+    # from_arrays, not pa.record_batch(dict): pyarrow 14 (the floor) has no dict form
+    return pa.RecordBatch.from_arrays(list(cols.values()), names=list(cols))

@@ -176,9 +176,9 @@ def dedupe_key(text: Column) -> Column:
     """The text as the dedupe key sees it: NFKC, case-folded, whitespace collapsed, so
     copies that differ only in case, spacing or Unicode form are one text (an Arrow UDF:
     Spark SQL has no NFKC)."""
-    from pyspark.sql.functions import arrow_udf
+    from sparkforge.spark.udf import arrow_udf
 
-    @arrow_udf("string")  # type: ignore[call-overload]
+    @arrow_udf("string")
     def _key(texts: pa.Array) -> pa.Array:
         return pa.array([None if t is None else
                          " ".join(unicodedata.normalize("NFKC", t).casefold().split())
@@ -194,11 +194,12 @@ def tokenize_df(df: DataFrame, tokenizer_json: str, text_col: str = "text",
     ``text_col`` is rewritten NFKC-normalized when ``normalize`` is set.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.functions import arrow_udf
+
+    from sparkforge.spark.udf import arrow_udf
 
     doc, key = tokenizer_json, _key(tokenizer_json)  # the closure ships the JSON
 
-    @arrow_udf("text string, input_ids array<int>, attention_mask array<int>")  # type: ignore[call-overload]
+    @arrow_udf("struct<text:string,input_ids:array<int>,attention_mask:array<int>>")
     def _tok(texts: pa.Array) -> pa.Array:
         enc = _batch_encoder(key, doc)
         values = texts.fill_null("").to_pylist()
