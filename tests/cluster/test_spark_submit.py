@@ -68,6 +68,18 @@ def test_pipeline_by_spark_submit_on_the_standalone_cluster(shared_run: SharedRu
            if e["Event"] == "SparkListenerEnvironmentUpdate"]
     assert env
     assert env[0]["Spark Properties"]["spark.master"] == cluster.master_url
+    # Every Spark job names its stage for the UI (the job description), and the DataFrame
+    # jobs carry the stage's tag (spark.addTag, which is what works over Connect too).
+    starts = [e["Properties"] for e in read_events(shared_run.events)
+              if e["Event"] == "SparkListenerJobStart"]
+    stages = {p.get("spark.job.description") for p in starts}
+    assert stages == {f"sparkforge {s}" for s in
+                      ("preprocess", "train", "compress", "score", "evaluate")}
+    tagged = [p for p in starts if p.get("spark.job.tags")]
+    assert len(tagged) > len(starts) / 2
+    for p in tagged:
+        stage = p["spark.job.description"].split()[1]
+        assert f"-sparkforge-{stage}," in p["spark.job.tags"] + ",", p
 
     # run.date is set: score and evaluate are that date's run. Rows in = scored +
     # quarantined, id by id, against the input file.

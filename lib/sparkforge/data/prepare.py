@@ -28,12 +28,6 @@ SELECT_FOLD, GATE_FOLD = 0, 1
 # Fraction of non-null values that must parse as numbers for a string column to be numeric
 # ("most of its values"); the rows whose values don't parse are quarantined as bad_type.
 NUMERIC_MIN_FRACTION = 0.9
-# Rows read to decide the type of a CSV column: a bounded prefix of the input (each split
-# of the file stops reading once the limit is met), not a whole extra scan, which cost a
-# fifth of preprocess on a 300k x 40 table. A value that the prefix did not foresee is not
-# lost: it is quarantined as bad_type:<column> with the row, and data.schema declares a
-# type outright.
-TYPE_SAMPLE_ROWS = 100_000
 # Spellings of "missing" in exported tables (UCI's '?', R's NA, pandas' NaN, ...): in a
 # numeric column they are nulls (imputed), not bad values that would make it categorical.
 NULL_TOKENS = ("?", "na", "n/a", "null", "none", "-", "--", "")
@@ -128,7 +122,7 @@ def not_in_sql(c: str, values: list[str]) -> str:
 def _numeric_columns(df: DataFrame, candidates: list[str]
                      ) -> tuple[list[str], dict[str, dict[str, object]]]:
     """Columns already numeric, or string columns most of whose present values parse as
-    numbers; with the evidence for each decision (one pass over the first TYPE_SAMPLE_ROWS rows)."""
+    numbers; with the evidence for each decision (one pass over the data for all columns)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -139,14 +133,13 @@ def _numeric_columns(df: DataFrame, candidates: list[str]
                                               for c in numeric}
     if not strings:
         return numeric, evidence
-    # One aggregation for all columns over the first TYPE_SAMPLE_ROWS rows, written as SQL
-    # text (one JVM call per aggregate).
-    aggs = [F.count(F.lit(1)).alias("_rows")]
+    # One aggregation for all columns, written as SQL text (one JVM call per aggregate).
+    aggs = []
     for c in strings:
         aggs.append(F.expr(f"count(CASE WHEN NOT {is_null_token_sql(q(c))} THEN 1 END)")
                     .alias(f"n_{c}"))
         aggs.append(F.expr(f"count({as_double_sql(q(c))})").alias(f"ok_{c}"))
-    row = df.limit(TYPE_SAMPLE_ROWS).agg(*aggs).first()
+    row = df.agg(*aggs).first()
     assert row is not None
     for c in strings:
         n, ok = int(row[f"n_{c}"]), int(row[f"ok_{c}"])
@@ -154,8 +147,7 @@ def _numeric_columns(df: DataFrame, candidates: list[str]
         if is_num:
             numeric.append(c)
         evidence[c] = {"type": "numeric" if is_num else "categorical", "non_null": n,
-                       "parsed_as_number": ok, "bad_values": n - ok if is_num else 0,
-                       "rows_examined": int(row["_rows"])}
+                       "parsed_as_number": ok, "bad_values": n - ok if is_num else 0}
     return [c for c in candidates if c in numeric], evidence
 
 
