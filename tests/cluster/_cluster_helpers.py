@@ -14,6 +14,8 @@ import pandas as pd
 import yaml
 from scripts import cluster as sc
 
+from _inputs import write_inf_rows_csv
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 # The shared run's input: y = [a + b > 0] on N_GOOD rows, and N_BAD rows whose ``a`` is
@@ -50,20 +52,7 @@ def event_log_conf(folder: Path) -> dict[str, Any]:
 
 def write_input(path: Path, seed: int = 5) -> tuple[list[str], list[str]]:
     """The shared run's CSV; returns (good ids, bad ids), counted here from the rows."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    n = N_GOOD + N_BAD
-    x = rng.normal(size=(n, 2))
-    df = pd.DataFrame({"id": [f"r{i:04d}" for i in range(n)], "a": x[:, 0], "b": x[:, 1],
-                       "c": rng.choice(["u", "v", "w"], n),
-                       "y": np.where(x[:, 0] + x[:, 1] > 0, "p", "q")})
-    bad = rng.choice(n, N_BAD, replace=False)
-    df["a"] = df["a"].astype(object)
-    df.loc[bad, "a"] = "inf"
-    df.to_csv(path, index=False)
-    bad_ids = sorted(df.loc[bad, "id"])
-    return sorted(set(df["id"]) - set(bad_ids)), bad_ids
+    return write_inf_rows_csv(path, N_GOOD, N_BAD, seed, "r")
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from scripts import connect as cs
 from sklearn.metrics import accuracy_score, f1_score
 
+from _inputs import write_inf_rows_csv
 from sparkforge.config import load_config
 from sparkforge.jobs import run_pipeline
 
@@ -33,17 +33,7 @@ N_GOOD, N_BAD = 400, 6
 
 def _write_input(path: Path) -> list[str]:
     """y = [a + b > 0]; 6 rows have a = inf (quarantined as bad_value:a). Returns their ids."""
-    rng = np.random.default_rng(21)
-    n = N_GOOD + N_BAD
-    x = rng.normal(size=(n, 2))
-    df = pd.DataFrame({"id": [f"k{i:04d}" for i in range(n)], "a": x[:, 0], "b": x[:, 1],
-                       "c": rng.choice(["u", "v", "w"], n),
-                       "y": np.where(x[:, 0] + x[:, 1] > 0, "p", "q")})
-    bad = rng.choice(n, N_BAD, replace=False)
-    df["a"] = df["a"].astype(object)
-    df.loc[bad, "a"] = "inf"
-    df.to_csv(path, index=False)
-    return sorted(df.loc[bad, "id"])
+    return write_inf_rows_csv(path, N_GOOD, N_BAD, seed=21, id_prefix="k")[1]
 
 
 def _outcome(out: Path) -> dict[str, Any]:
