@@ -23,7 +23,7 @@ PST_PKGS  := pyspark==4.0.5 petastorm==0.12.1 pyarrow==14.0.2 numpy==1.26.4 pand
 	pytest==9.2.0 pytest-timeout==2.4.0
 PST_TESTS := tests/spark/test_train_petastorm.py tests/spark/test_floor_pipeline.py
 
-.PHONY: setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
+.PHONY: bench-scale setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
 	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train \
 	bench-quality bench-preprocess bench-text-model \
 	cluster-up cluster-down package connect-up connect-down
@@ -156,6 +156,12 @@ bench-text-model: setup
 
 bench-preprocess: setup
 	$(BIN)/python -m benchmarks.bench_preprocess --rows 300000 --cols 40 --repeat 3
+
+# Issue 13's scale table: preprocess, a capped training epoch and score at 1M, 5M and 20M
+# generated rows, wall time and peak memory per stage (hours on 2 cores; not part of
+# `bench`). BENCH_SCALE_ARGS: e.g. `--rows 100000,200000 --no-md` for a smoke run.
+bench-scale: setup
+	$(BIN)/python -m benchmarks.bench_scale $(BENCH_SCALE_ARGS)
 
 lint: setup
 	$(BIN)/ruff check lib tests spark_jobs benchmarks notebooks scripts

@@ -22,6 +22,8 @@ log = logging.getLogger("sparkforge")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from sparkforge.generate import TASKS
+
     p = argparse.ArgumentParser(prog="sparkforge", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
@@ -36,6 +38,19 @@ def _parser() -> argparse.ArgumentParser:
                        "third-party libraries' INFO logs")
     d = sub.add_parser("demo-data", help="write the demo CSVs (Rotten Tomatoes, UCI Adult)")
     d.add_argument("--out", default="data", help="folder for the CSV files")
+    g = sub.add_parser("generate", help="write a synthetic table of any size (Spark, in "
+                       "parallel) with a learnable signal")
+    g.add_argument("--rows", type=int, required=True, help="number of rows, e.g. 1000000")
+    g.add_argument("--task", required=True, choices=TASKS)
+    g.add_argument("--out", required=True, help="output folder (replaced)")
+    g.add_argument("--format", dest="fmt", choices=("parquet", "csv"), default="parquet")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--partitions", type=int, default=0,
+                   help="output partitions; 0: one per million rows, at least the "
+                   "session's parallelism")
+    g.add_argument("--master", default="local[*]", help="Spark master (spark.master)")
+    g.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Spark property, e.g. spark.driver.memory=4g")
     return p
 
 
@@ -54,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         write_demo_data(args.out)
         return EXIT_OK
+    if args.stage == "generate":
+        return _generate(args)
 
     from sparkforge.config import ConfigError, load_config
     from sparkforge.data.preflight import check_inputs
@@ -100,6 +117,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if spark is not None:
             spark.stop()
+    return EXIT_OK
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """``sparkforge generate``: argument errors exit 2 before a JVM starts."""
+    from sparkforge.config import ConfigError, SparkConfig
+    from sparkforge.generate import write_synthetic
+    from sparkforge.spark.session import get_session
+
+    if args.rows < 1 or args.partitions < 0:
+        bad = f"--rows {args.rows}" if args.rows < 1 else f"--partitions {args.partitions}"
+        print(f"sparkforge: generate: {bad}: use a positive number (partitions: 0 or more)",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        conf = dict(kv.split("=", 1) for kv in args.conf)
+        spark_cfg = SparkConfig(master=args.master, app_name="sparkforge-generate", conf=conf)
+    except (ValueError, ConfigError) as e:
+        print(f"sparkforge: generate: --conf {args.conf}: use KEY=VALUE ({e})", file=sys.stderr)
+        return EXIT_CONFIG
+    spark = None
+    try:
+        spark = get_session(spark_cfg)
+        write_synthetic(spark, args.rows, args.task, args.out, fmt=args.fmt, seed=args.seed,
+                        partitions=args.partitions)
+    except Exception as e:
+        print(f"sparkforge: generate failed: {_cause(e)}", file=sys.stderr)
+        return EXIT_RUNTIME
+    finally:
+        if spark is not None:
+            spark.stop()
+    print(f"sparkforge: wrote {args.rows:,} {args.task} rows to {args.out} ({args.fmt})")
     return EXIT_OK
 
 

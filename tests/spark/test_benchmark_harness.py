@@ -47,3 +47,20 @@ def test_train_ranks_run_under_torchrun(tmp_path: Path) -> None:
     assert history[0]["val_rows"] == sum(SPLIT_FILES["val"])
     assert (work / "model" / "model.safetensors").exists()
     assert timer.seconds > 0
+
+
+def test_scale_sampler_sees_a_child_process_memory() -> None:
+    """bench_scale's peak-memory sampler: a child that holds 300 MiB is counted under
+    its kind (here the Python workers: a python process below the root)."""
+    import subprocess
+    import sys
+
+    from benchmarks.bench_scale import PeakMemory
+
+    code = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); " \
+           "time.sleep(1.5)"
+    parent = subprocess.Popen(["/bin/sh", "-c", f"{sys.executable} -c \"{code}\"; true"])
+    with PeakMemory(parent.pid, every_s=0.1) as mem:
+        assert parent.wait() == 0
+    assert mem.peak_kb["python_workers"] >= 300 * 1024
+    assert mem.peak_kb["driver"] < 50 * 1024  # the shell itself
