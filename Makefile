@@ -127,7 +127,7 @@ test-slow: setup
 bench: bench-tokenize bench-score bench-compress bench-train bench-preprocess
 
 bench-tokenize: setup demo-data
-	$(BIN)/python -m benchmarks.bench_tokenize --rows 1000000 --repeat 3
+	$(BIN)/python -m benchmarks.bench_tokenize --rows 1000000 --repeat 5
 
 bench-score: setup demo-data
 	$(BIN)/python -m benchmarks.bench_score
