@@ -28,6 +28,7 @@ class ConfigError(ValueError):
 
 
 TaskName = Literal["text_classification", "tabular_classification", "tabular_regression"]
+ScoreBackend = Literal["onnxruntime", "torch"]
 DataFormat = Literal["csv", "json", "parquet", "orc", "text"]
 
 
@@ -316,10 +317,23 @@ class ScoreConfig:
     # A catalog table (e.g. db.scores) that dated runs also write, partitioned by
     # run_date; rerunning a date replaces that date's partition. Empty: files only.
     output_table: str = ""
+    # The model runtime. onnxruntime: each variant's ONNX file. torch: the variant's torch
+    # module (compressed/<variant>/model.safetensors + model.json, saved by compress for
+    # float variants: fp32, pruned, distilled), on the executor's CUDA GPU under bf16
+    # autocast when it has one, else fp32 on its CPU; variants with no torch form (int8,
+    # fp16, the scikit-learn baseline) still score on onnxruntime. Predict mode only.
+    backend: ScoreBackend = "onnxruntime"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             _fail("score.batch_size", self.batch_size, "use a positive integer")
+        if self.backend not in get_args(ScoreBackend):
+            _fail("score.backend", self.backend,
+                  f"use one of {', '.join(get_args(ScoreBackend))}")
+        if self.backend == "torch" and self.mode == "embed":
+            _fail("score.backend", self.backend, "score.mode=embed runs the encoder's ONNX "
+                  "graph only (the torch classifier's output is its logits, not the "
+                  "embedding); use score.backend=onnxruntime with score.mode=embed")
         if self.drift_threshold <= 0:
             _fail("score.drift_threshold", self.drift_threshold, "use a positive PSI, e.g. 0.2")
 

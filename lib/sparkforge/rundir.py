@@ -12,7 +12,9 @@ every path, so a stage and its readers cannot drift apart::
     model/model.json, model.safetensors, history.json, checkpoint/
                                         train
     model/score_reference-<variant>.json  score (the drift reference of the scores)
-    compressed/<variant>/model.onnx     compress: one folder per variant
+    compressed/<variant>/model.onnx     compress: one folder per variant (and its torch
+                                        form, model.safetensors + model.json, where it has
+                                        one: score.backend=torch)
     compressed/selection.json           compress: the gate's decision, read by score/evaluate
     eval_scores/                        score: the pipeline's evaluation run
     scores/run_date=YYYY-MM-DD/         score: dated runs (each with _SUCCESS and

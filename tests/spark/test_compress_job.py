@@ -175,6 +175,27 @@ def test_compress_builds_measures_and_gates_every_variant(
     assert manifest["compress"]["selected"] == chosen
     for rel in selection["paths"].values():
         assert manifest["artifacts"][rel]["sha256"] == sha256_file(out / rel)
+    # Torch forms, for score.backend=torch: fp32 and the student are modules a spec
+    # rebuilds; the vocabulary-pruned model and the ONNX-only variants have none, and say
+    # why. Each torch form returns its ONNX graph's logits.
+    forms = selection["torch"]
+    assert set(forms) == set(selection["paths"])
+    assert {n for n, e in forms.items() if "weights" in e} == {"fp32", "distilled"}
+    assert "embedding_bag architecture" in forms["pruned"]["reason"]
+    assert "scikit-learn" in forms["baseline"]["reason"]
+    from sparkforge.infer.predictor import ModelRef, load_backend
+
+    feeds = {c: np.stack(gate[c].to_numpy()).astype(np.int64)
+             for c in ("input_ids", "attention_mask")}
+    for name in ("fp32", "distilled"):
+        w, s = out / forms[name]["weights"], out / forms[name]["spec"]
+        assert manifest["artifacts"][forms[name]["weights"]]["sha256"] == sha256_file(w)
+        assert manifest["artifacts"][forms[name]["spec"]]["sha256"] == sha256_file(s)
+        onnx_path = out / selection["paths"][name]
+        want = load_backend(ModelRef(str(onnx_path), sha256_file(onnx_path))).run(feeds)
+        got = load_backend(ModelRef(str(w), sha256_file(w), format="torch",
+                                    spec=s.read_text())).run(feeds)
+        np.testing.assert_allclose(got, want, atol=1e-4)
 
     # Scoring and evaluation need no change: every variant gets its test metrics.
     run_score(spark, cfg)

@@ -552,3 +552,74 @@ def test_a_poisoned_row_changes_no_other_rows_output(spark: Any, demo: Demo,
     pa_, pb_ = np.stack(sa["probability"].to_numpy()), np.stack(sb["probability"].to_numpy())
     assert np.isfinite(pb_).all()
     assert np.array_equal(pa_, pb_)
+
+
+def test_torch_backend_scores_as_onnxruntime_does(spark: Any, trained: Demo, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """score.backend=torch on the same rows: fp32 runs from the torch form compress saved
+    (its weights are what the executors load), with onnxruntime's predictions and
+    probabilities (within 1e-4); int8_dynamic has no torch form and stays on onnxruntime,
+    bit for bit. One log line says which backend ran each variant and why; a changed
+    torch weights file stops the run before any Spark work."""
+    from sparkforge.infer import LOAD_LOG_ENV
+
+    out = trained.cfg.out
+    forms = read_json(out / "compressed" / "selection.json")["torch"]
+    assert forms["fp32"] == {"weights": "compressed/fp32/model.safetensors",
+                             "spec": "compressed/fp32/model.json"}
+    assert "int8" in forms["int8_dynamic"]["reason"]
+    recorded = read_json(out / "manifest.json")["artifacts"]
+    assert {forms["fp32"]["weights"], forms["fp32"]["spec"]} <= set(recorded)
+    # Rows of the training input keep their split, so the test rows are scored by every
+    # variant (the selected one scores all rows, the others the test split).
+    inp = tmp_path / "seen.csv"
+    pd.read_csv(trained.cfg.data.input, dtype=str, keep_default_na=False).iloc[:800].to_csv(
+        inp, index=False)
+    loads = tmp_path / "loads.txt"
+    monkeypatch.setenv(LOAD_LOG_ENV, str(loads))
+    cols = ["id", "split", "prediction", "probability"]
+    scores, runs = {}, {}
+    for backend, date in (("onnxruntime", "2027-06-01"), ("torch", "2027-06-02")):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="sparkforge.jobs.score"):
+            runs[backend] = score_job.run_score(spark, _with(
+                trained.cfg, score_input=str(inp), run_date=date, score_backend=backend))
+        lines = [r.getMessage() for r in caplog.records if "score.backend=" in r.getMessage()]
+        assert len(lines) == 1, lines
+        scores[backend] = {v: g[cols].sort_values("id").reset_index(drop=True)
+                           for v, g in _published(trained.cfg, date).groupby("model_variant")}
+    assert "fp32 on torch (score.backend=torch)" in lines[0]
+    assert "int8_dynamic on onnxruntime (no torch form: an int8 graph" in lines[0]
+    backends = {v: b["backend"] for v, b in runs["torch"]["backends"].items()}
+    assert backends == {"fp32": "torch", "int8_dynamic": "onnxruntime"}
+    weights_sha = runs["torch"]["backends"]["fp32"]["sha256"]
+    assert weights_sha == recorded[forms["fp32"]["weights"]]["sha256"]
+    assert weights_sha in loads.read_text()   # the executors loaded the torch weights
+    assert {b["backend"] for b in runs["onnxruntime"]["backends"].values()} == {"onnxruntime"}
+    assert runs["torch"]["rows_scored_per_variant"] == runs["onnxruntime"][
+        "rows_scored_per_variant"]
+    assert scores["torch"].keys() == scores["onnxruntime"].keys() == {"fp32", "int8_dynamic"}
+    for variant, ort_scores in scores["onnxruntime"].items():
+        torch_scores = scores["torch"][variant]
+        assert len(torch_scores) == len(ort_scores), variant
+        assert (ort_scores["split"] == "test").sum() > 20
+        assert list(torch_scores["id"]) == list(ort_scores["id"])
+        assert list(torch_scores["prediction"]) == list(ort_scores["prediction"])
+        p_torch = np.stack(torch_scores["probability"].to_numpy())
+        p_ort = np.stack(ort_scores["probability"].to_numpy())
+        if variant == "fp32":
+            np.testing.assert_allclose(p_torch, p_ort, atol=1e-4, rtol=0)
+        else:
+            assert np.array_equal(p_torch, p_ort)
+
+    weights = out / forms["fp32"]["weights"]
+    original = weights.read_bytes()
+    _append_byte(weights)
+    try:
+        with pytest.raises(ArtifactError, match=r"model\.safetensors.*rerun compress"):
+            score_job.run_score(spark, _with(trained.cfg, score_input=str(inp),
+                                             run_date="2027-06-03", score_backend="torch"))
+    finally:
+        weights.write_bytes(original)
+    assert not (out / "scores" / "run_date=2027-06-03").exists()

@@ -92,3 +92,15 @@ def test_a_changed_model_file_is_refused(tmp_path: Path) -> None:
     _linear_onnx(path, 2 * np.eye(2))
     with pytest.raises(RuntimeError, match="changed after it was selected"):
         P.load_backend(P.ModelRef(str(path), sha))
+
+
+def test_onnx_sessions_do_not_spin_idle_threads(tmp_path: Path) -> None:
+    """With more than one intra-op thread, idle threads must sleep (ORT spins by default):
+    the executor's other tasks and the JVM need those cores between batches."""
+    path = _linear_onnx(tmp_path / "m.onnx", np.eye(3))
+    backend = P.load_backend(P.ModelRef(str(path), sha256_file(path), threads=2))
+    assert isinstance(backend, P.OnnxBackend)
+    opts = backend.session.get_session_options()
+    assert opts.intra_op_num_threads == 2
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.get_session_config_entry("session.inter_op.allow_spinning") == "0"

@@ -20,6 +20,7 @@ from sparkforge.infer.predictor import (
     ModelRef,
     OnnxBackend,
     Predictor,
+    TorchBackend,
     arrow_inputs,
     list_array,
     load_backend,
@@ -37,8 +38,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 __all__ = ["LOAD_LOG_ENV", "MAX_CACHED_SESSIONS", "Backend", "ModelRef", "OnnxBackend",
-           "Predictor", "arrow_inputs", "embed_df", "load_backend", "map_predictions",
-           "model_inputs", "onnx_session", "predict", "score_columns", "score_df", "softmax"]
+           "Predictor", "TorchBackend", "arrow_inputs", "embed_df", "load_backend",
+           "map_predictions", "model_inputs", "onnx_session", "predict", "score_columns",
+           "score_df", "softmax"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +48,17 @@ log = logging.getLogger(__name__)
 def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
              labels: list[str], variant: str, batch_size: int = 256,
              threads: int = 1, passthrough: list[str] | None = None,
-             threshold: float | None = None) -> DataFrame:
+             threshold: float | None = None, model_format: str = "onnx",
+             model_spec: str = "") -> DataFrame:
     """Score every row of ``df`` (id, label, split + model inputs).
 
     Output columns: id, label, prediction, probability (array<double>, in ``labels``
     order; empty for regression), split, model_variant, then ``passthrough``.
     ``threshold`` (binary only): the prediction is the second label where its probability
     is at least this (``evaluate.threshold``), else the first; None: the argmax.
+    ``model_format`` / ``model_spec``: :class:`ModelRef`'s ``format`` and ``spec``
+    (``torch``: ``model_path`` is the safetensors weights, ``model_spec`` the spec's JSON
+    text); the score job takes them from :func:`sparkforge.infer.runs.variant_model`.
     """
     from pyspark.sql import types as T
 
@@ -69,7 +75,8 @@ def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
     def emit(batch: pa.RecordBatch, logits: np.ndarray) -> pa.RecordBatch:
         return score_columns(batch, logits, labels, variant, keep, threshold)
 
-    return map_predictions(df, _ref(model_path, sha256, threads), inputs=inputs,
+    return map_predictions(df, _ref(model_path, sha256, threads, model_format, model_spec),
+                           inputs=inputs,
                            columns=["id", "label", "split", *inputs, *keep], schema=schema,
                            emit=emit, batch_size=batch_size)
 
@@ -99,6 +106,8 @@ def embed_df(df: DataFrame, *, model_path: str, sha256: str, batch_size: int = 2
                            batch_size=batch_size)
 
 
-def _ref(model_path: str, sha256: str, threads: int) -> ModelRef:
+def _ref(model_path: str, sha256: str, threads: int, model_format: str = "onnx",
+         model_spec: str = "") -> ModelRef:
     """The model's recipe, with the load log named on the driver (tests count loads)."""
-    return ModelRef(model_path, sha256, threads, "onnx", os.environ.get(LOAD_LOG_ENV))
+    return ModelRef(model_path, sha256, threads, model_format, os.environ.get(LOAD_LOG_ENV),
+                    model_spec)

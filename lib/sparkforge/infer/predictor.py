@@ -11,8 +11,11 @@ and its model outputs into the output columns: ``score_df`` (predictions and
 probabilities), ``embed_df`` (embeddings) and distillation's ``soft_label_df`` (teacher
 logits) are three ``emit`` functions over this core.
 
-The model format is behind :class:`Backend`: ONNX Runtime today (:class:`OnnxBackend`);
-another format registers a loader in ``BACKENDS``.
+The model format is behind :class:`Backend`, one loader per format in ``BACKENDS``: ONNX
+Runtime (:class:`OnnxBackend`, format ``onnx``) and torch (:class:`TorchBackend`, format
+``torch``: safetensors weights and the model spec that ``build_model`` rebuilds them into).
+Which format scores a variant is decided in one place, on the driver
+(:func:`sparkforge.infer.runs.variant_model`).
 
 ``mapInArrow`` rather than ``mapInPandas``: the inputs are a reshape of the Arrow list
 buffers (no per-row Python objects) and the outputs are built as Arrow arrays; measured
@@ -61,13 +64,16 @@ class ModelRef:
 
     ``sha256`` is the file's recorded hash: a file that differs is refused, so a model
     that changed after it was selected is never scored. ``threads``: intra-op threads
-    (1 per Spark task slot: the slots are the parallelism)."""
+    (1 per Spark task slot: the slots are the parallelism). ``format``: a key of
+    ``BACKENDS``; for ``torch``, ``path`` is the safetensors weights and ``spec`` the
+    model spec's JSON text (``model.json``, checked against the manifest on the driver)."""
 
     path: str
     sha256: str
     threads: int = 1
     format: str = "onnx"
     load_log: str | None = None
+    spec: str = ""
 
 
 class OnnxBackend:
@@ -83,6 +89,11 @@ class OnnxBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = ref.threads
         opts.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning: with more than one thread they
+        # would otherwise burn the cores that the executor's other tasks (and the JVM)
+        # need between batches.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                      if p in ort.get_available_providers()]
         return cls(ort.InferenceSession(ref.path, opts, providers=providers))
@@ -92,8 +103,63 @@ class OnnxBackend:
         return out
 
 
-# format -> loader; issue 13 adds a torch backend here.
-BACKENDS: dict[str, Callable[[ModelRef], Backend]] = {"onnx": OnnxBackend.load}
+class TorchBackend:
+    """A torch module rebuilt from its spec (``build_model``) and safetensors weights
+    (loaded strictly: every tensor present, none left over; no pickle), in eval mode.
+
+    ``run`` takes the ONNX graph's inputs (``input_names(spec)``, the order
+    ``compress/onnx_export.py`` exports them in) and returns what the graph's ``logits``
+    output holds: float32, rows first. On a CUDA GPU the forward runs under bf16 autocast
+    (logits then differ from fp32 by bf16's ~3 significant digits); on CPU in fp32 with
+    ``ref.threads`` intra-op threads."""
+
+    def __init__(self, model: Any, inputs: list[str], device: Any, threads: int) -> None:
+        self.model, self.inputs, self.device, self.threads = model, inputs, device, threads
+
+    @classmethod
+    def load(cls, ref: ModelRef) -> TorchBackend:
+        import json
+
+        import torch
+
+        from sparkforge.models import build_model, input_names, load_weights
+
+        if not ref.spec:
+            raise ValueError(f"{ref.path}: a torch model needs its spec (model.json's text) "
+                             "in ModelRef.spec")
+        spec = json.loads(ref.spec)
+        # load_weights: safetensors' load_file + load_state_dict, strict (tensors that
+        # save_weights de-duplicated as shared are the only ones allowed to be absent).
+        model = load_weights(build_model(spec), ref.path).eval()
+        if torch.cuda.is_available():
+            device = torch.device("cuda")
+            model.to(device)
+        else:
+            device = torch.device("cpu")
+            torch.set_num_threads(ref.threads)
+        return cls(model, input_names(spec), device, ref.threads)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n], dtype=INPUT_DTYPES[n]))
+                for n in self.inputs]
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                args = [a.to(self.device, non_blocking=True) for a in args]
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = self.model(*args)
+            else:
+                if torch.get_num_threads() != self.threads:  # another model set it
+                    torch.set_num_threads(self.threads)
+                out = self.model(*args)
+            logits: np.ndarray = out.float().cpu().numpy()
+        return logits
+
+
+# format -> loader (ModelRef.format)
+BACKENDS: dict[str, Callable[[ModelRef], Backend]] = {"onnx": OnnxBackend.load,
+                                                      "torch": TorchBackend.load}
 
 
 def load_backend(ref: ModelRef) -> Backend:

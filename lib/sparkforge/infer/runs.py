@@ -30,7 +30,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from sparkforge.artifacts import (
     ArtifactError,
     read_json,
     read_verified_json,
+    read_verified_text,
     verify_artifact,
 )
 from sparkforge.config import Config, ConfigError
@@ -59,9 +60,9 @@ log = logging.getLogger(__name__)
 # The names (RUN_MANIFEST, SCORES, ...) are the run directory's (sparkforge.rundir),
 # re-exported here for the callers that import them from this module.
 __all__ = ["EVALUATIONS", "EVAL_SCORES", "LOCKS", "RUN_MANIFEST", "SCORES", "SELECTION",
-           "STAGING", "RunLockedError", "RunTarget", "clean_leftovers", "evaluate_target",
-           "is_dated", "publish", "published_dates", "read_selection", "run_lock",
-           "score_target", "staging_dirs", "verified_variants"]
+           "STAGING", "RunLockedError", "RunTarget", "VariantModel", "clean_leftovers",
+           "evaluate_target", "is_dated", "publish", "published_dates", "read_selection",
+           "run_lock", "score_target", "staging_dirs", "variant_model", "verified_variants"]
 
 
 class RunLockedError(ConfigError):
@@ -159,6 +160,46 @@ def _canonical(doc: Any) -> str:
 def verified_variants(out: Path, selection: dict[str, Any]) -> dict[str, str]:
     """sha256 of each selected ONNX file, each checked against the manifest."""
     return {v: verify_artifact(out, out / rel) for v, rel in selection["paths"].items()}
+
+
+@dataclass(frozen=True)
+class VariantModel:
+    """The file a variant is scored from and the backend that runs it (a key of
+    ``sparkforge.infer.predictor.BACKENDS``), checked against the manifest."""
+
+    path: Path
+    sha256: str
+    format: str         # "onnx" | "torch"
+    spec: str           # torch: the model spec's JSON text; onnx: ""
+    why: str            # for the log: why this backend
+
+    @property
+    def backend(self) -> str:
+        """The ``score.backend`` value that names this runtime."""
+        return "onnxruntime" if self.format == "onnx" else self.format
+
+
+def variant_model(out: Path, selection: dict[str, Any], variant: str, onnx_sha256: str,
+                  backend: str) -> VariantModel:
+    """How ``variant`` is scored under ``score.backend=backend``: the one place the model
+    format is chosen. onnxruntime: its ONNX file (``onnx_sha256``, already verified).
+    torch: the torch form compress recorded for it in ``selection["torch"]`` (weights and
+    spec verified against the manifest here), or its ONNX file with the reason it has
+    none (int8 and fp16 graphs, the scikit-learn baseline, a pruned architecture no spec
+    states; or a run directory compressed before torch forms were saved)."""
+    onnx = VariantModel(out / selection["paths"][variant], onnx_sha256, "onnx", "",
+                        f"score.backend={backend}")
+    if backend != "torch":
+        return onnx
+    entry = selection.get("torch", {}).get(variant)
+    if entry is None:
+        return replace(onnx, why="compress recorded no torch form (a run compressed "
+                       "before score.backend existed: rerun compress)")
+    if "weights" not in entry:
+        return replace(onnx, why=f"no torch form: {entry.get('reason')}")
+    weights = out / entry["weights"]
+    return VariantModel(weights, verify_artifact(out, weights), "torch",
+                        read_verified_text(out, out / entry["spec"]), "score.backend=torch")
 
 
 # ---------------------------------------------------------------------------

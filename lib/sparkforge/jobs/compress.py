@@ -16,6 +16,10 @@ built from it or from the trained torch model:
                     unless ``evaluate.baseline`` is false
 ==================  =================================================================
 
+fp32, ``pruned`` and ``distilled`` are torch modules: each is also saved in its torch form
+(``model.safetensors`` + ``model.json`` beside its ONNX file, for ``score.backend=torch``)
+when a model spec rebuilds it exactly; ``compress/torch_form.py`` says which do and why.
+
 Every variant is measured the same way: file size; 1-thread ONNX Runtime latency at
 batch 1 and 1024 (p50); metrics on the gate rows computed in Spark from Spark scoring;
 parity against the fp32 graph over the gate rows (max |probability difference|,
@@ -91,6 +95,8 @@ class _Builder:
         self.parity_sample = parity_sample if parity_sample is not None else example
         self.run = RunDir(cfg.out)
         self.info: dict[str, dict[str, Any]] = {}
+        # variant -> its torch form's files, or why it has none (compress/torch_form.py)
+        self.torch: dict[str, dict[str, Path] | str] = {}
         self._built: dict[str, Path] = {}
         self._calibration: dict[str, np.ndarray] | None = None
         self.baseline_parity: dict[str, Any] = {}
@@ -111,6 +117,16 @@ class _Builder:
             self.info[name] = {**(info or {}), "build_s": round(time.time() - t0, 2)}
             self._built[name] = dst
         return self._built[name]
+
+    def save_torch(self, name: str, model: Any, spec: dict[str, Any]) -> None:
+        """Save ``model`` (variant ``name``) for ``score.backend=torch`` when it can be."""
+        from sparkforge.compress.torch_form import NoTorchForm, save_torch_form
+
+        try:
+            self.torch[name] = save_torch_form(model, spec, self.run.variant(name).parent)
+        except NoTorchForm as e:
+            log.info("compress: %s has no torch form (%s); it scores on onnxruntime", name, e)
+            self.torch[name] = str(e)
 
     def _parameters(self, source: str) -> int | None:
         """Parameter count of the torch model a converted variant comes from."""
@@ -179,6 +195,7 @@ class _Builder:
                 warmup_ratio=cfg.train.warmup_ratio, grad_clip=cfg.train.grad_clip,
                 seed=cfg.train.seed, class_weights=train_class_weights(cfg))
         export_onnx(model, self.spec, dst, self.example)
+        self.save_torch("pruned", model, self.spec)
         return {**info, "parameters": info["parameters_after"]}
 
     def _train_token_ids(self) -> tuple[list[int], int]:
@@ -246,6 +263,7 @@ class _Builder:
         student = load_weights(build_model(sspec), weights).eval()
         export_onnx(student, sspec, dst, self.example)
         write_json_atomic(work / "student.json", sspec)
+        self.save_torch("distilled", student, sspec)
         return {"student_spec": sspec, "parameters": count_parameters(student),
                 "parameters_teacher": count_parameters(self.model), "soft_labels_s": soft_s,
                 "history": result.get("history"), "val_rows": result.get("val_rows"),
@@ -324,6 +342,7 @@ def _error(e: BaseException) -> str:
 def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     from sparkforge.compress.onnx_export import check_parity, export_onnx
     from sparkforge.compress.prune import count_parameters
+    from sparkforge.compress.torch_form import torch_entries, torch_files
     from sparkforge.train.loader import read_split, trim_padding
 
     out = cfg.out
@@ -352,6 +371,7 @@ def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
             "computes something else than the torch model")
 
     builder = _Builder(spark, cfg, model, spec, paths[FP32], example, sample)
+    builder.save_torch(FP32, model, spec)
     figures: dict[str, dict[str, Any]] = {}
     order = [FP32, *cfg.compress.variants, *([LINEAR] if cfg.evaluate.baseline else [])]
     for v in order[1:]:
@@ -401,18 +421,20 @@ def run_compress(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         f["decision"] = reasons[name]
     _warn_if_linear_wins(cfg, figures, chosen)
     measured = {n: p for n, p in paths.items() if "error" not in figures[n]}
+    torch_forms = torch_entries(out, measured, builder.torch)
     selection = {"selected": chosen, "max_accuracy_drop": cfg.compress.max_accuracy_drop,
                  "select": cfg.compress.select,
                  "max_latency_ratio": cfg.compress.max_latency_ratio,
                  "opset": export_meta.get("opset"), "gate_split": split, "gate_fold": fold,
                  "gate_rows": gate_desc, "variants": figures,
-                 "paths": {n: str(p.relative_to(out)) for n, p in measured.items()}}
+                 "paths": {n: str(p.relative_to(out)) for n, p in measured.items()},
+                 "torch": torch_forms}
     if cfg.evaluate.threshold != "0.5":
         selection["threshold"] = choose_threshold(spark, cfg, chosen, paths[chosen],
                                                   (split, fold, gate_desc))
     write_json_atomic(run.selection, selection)
     update_manifest(out, "compress", selection,
-                    [*measured.values(), run.selection])
+                    [*measured.values(), *torch_files(out, torch_forms), run.selection])
     print(format_table(figures, chosen), flush=True)
     return selection
 

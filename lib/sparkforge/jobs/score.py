@@ -1,4 +1,4 @@
-"""Stage 4a: score a table with the selected ONNX model; scheduled, idempotent runs.
+"""Stage 4a: score a table with the selected model; scheduled, idempotent runs.
 
 The table (``score.input``, default ``data.input``) is read raw and the saved
 preprocessing is re-applied (``model/tokenizer.json`` or ``model/preprocessor.json``,
@@ -7,6 +7,11 @@ sha256 before it is used (:func:`load_scoring_model`). Rows that cannot be score
 quarantined with a reason; the rows read are counted from the input itself and
 ``rows_in == rows_scored + rows_quarantined (+ rows_skipped when incremental)`` is
 checked before anything is published.
+
+Each variant runs on ``score.backend`` (onnxruntime, or torch for the variants compress
+saved a torch form of; the others stay on onnxruntime), chosen by
+:func:`sparkforge.infer.runs.variant_model`; one log line and the run manifest's
+``backends`` say which ran each variant and why.
 
 Where a run is written (the pipeline's ``eval_scores/`` or a dated
 ``scores/run_date=YYYY-MM-DD/``), its lock, staging and publish: :mod:`sparkforge.infer.runs`.
@@ -22,7 +27,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sparkforge.artifacts import (
@@ -42,6 +47,7 @@ from sparkforge.infer.runs import (
     RUN_MANIFEST,
     STAGING,
     RunTarget,
+    VariantModel,
     clean_leftovers,
     publish,
     published_dates,
@@ -49,6 +55,7 @@ from sparkforge.infer.runs import (
     run_lock,
     score_target,
     staging_dirs,
+    variant_model,
     verified_variants,
 )
 from sparkforge.models import task_input_names
@@ -80,6 +87,8 @@ class ScoringModel:
     selection: dict[str, Any]
     sha256: dict[str, str]         # variant -> sha256 of its (verified) ONNX file
     reference: dict[str, Any] | None  # drift reference (model/reference.json)
+    # variant -> the (verified) file and backend score.backend scores it with
+    models: dict[str, VariantModel] = field(default_factory=dict)
 
     @property
     def selected(self) -> str:
@@ -104,8 +113,11 @@ def load_scoring_model(cfg: Config) -> ScoringModel:
                                        for c, v in encoding["numeric"].items()})
     ref = run.reference
     reference = read_verified_json(out, ref) if ref.exists() else None
+    sha256 = verified_variants(out, selection)
+    models = {v: variant_model(out, selection, v, sha, cfg.score.backend)
+              for v, sha in sha256.items()}
     return ScoringModel(labels=labels, fitted=fitted, encoding=encoding, selection=selection,
-                        sha256=verified_variants(out, selection), reference=reference)
+                        sha256=sha256, reference=reference, models=models)
 
 
 def encode(cfg: Config, df: DataFrame, model: ScoringModel,
@@ -181,8 +193,6 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
            target: RunTarget) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    from sparkforge.infer import score_df
-
     out = cfg.out
     started = dt.datetime.now(dt.UTC).isoformat()
     selection, selected = model.selection, model.selected
@@ -213,17 +223,19 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
 
     inputs = task_input_names(text=cfg.is_text)
     threads = int(spark.conf.get("spark.task.cpus", "1") or "1")
+    log.info("score %s: score.backend=%s; %s", target.name, cfg.score.backend,
+             ", ".join(f"{v} on {m.backend} ({m.why})" for v, m in model.models.items()))
     parts = []
-    for variant, rel in selection["paths"].items():
+    for variant in selection["paths"]:
         # The selected variant scores every row; the others only the test split, so that
         # evaluation compares all variants on the same rows.
         rows = (encoded if variant == selected
                 else encoded.filter(F.col("split") == "test"))
-        parts.append(score_df(rows, model_path=str((out / rel).resolve()),
-                              sha256=model.sha256[variant], inputs=inputs,
-                              labels=model.labels, variant=variant,
-                              batch_size=cfg.score.batch_size, threads=threads,
-                              passthrough=keep, threshold=_threshold(selection, variant)))
+        parts.append(_score_variant(rows, model.models[variant], inputs=inputs,
+                                    labels=model.labels, variant=variant,
+                                    batch_size=cfg.score.batch_size, threads=threads,
+                                    passthrough=keep,
+                                    threshold=_threshold(selection, variant)))
     scored = parts[0]
     for p in parts[1:]:
         scored = scored.unionByName(p)
@@ -250,6 +262,9 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
             "rows_scored": n_scored, "rows_quarantined": n_quarantined,
             "rows_skipped_already_scored": skipped, "quarantine_reasons": reasons,
             "rows_scored_per_variant": counts, "incremental": cfg.run.incremental,
+            "backends": {v: {"backend": m.backend, "path": str(m.path.relative_to(out)),
+                             "sha256": m.sha256, "why": m.why}
+                         for v, m in model.models.items()},
             "drift": drift, "started_at": started,
             "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         }
@@ -267,6 +282,14 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
     log.info("score %s: %d in, %d scored, %d quarantined %s, %d skipped", target.name, n_in,
              n_scored, n_quarantined, reasons, skipped)
     return manifest
+
+
+def _score_variant(rows: DataFrame, vm: VariantModel, **kw: Any) -> DataFrame:
+    """``score_df`` of ``rows`` with the file and backend chosen for the variant."""
+    from sparkforge.infer import score_df
+
+    return score_df(rows, model_path=str(vm.path.resolve()), sha256=vm.sha256,
+                    model_format=vm.format, model_spec=vm.spec, **kw)
 
 
 def _threshold(selection: dict[str, Any], variant: str) -> float | None:
@@ -320,15 +343,11 @@ def _drift(spark: SparkSession, cfg: Config, model: ScoringModel, rows: DataFram
     if sref_path.exists():
         sref = read_verified_json(cfg.out, sref_path)
     else:
-        from sparkforge.infer import score_df
-
         pre = (spark.read.parquet(str(RunDir(cfg.out).preprocessed))
                .filter(F.col("split") == "val"))
-        rel = model.selection["paths"][selected]
-        val_scores = score_df(pre, model_path=str((cfg.out / rel).resolve()),
-                              sha256=model.sha256[selected],
-                              inputs=task_input_names(text=cfg.is_text), labels=model.labels,
-                              variant=selected).select(score_col)
+        val_scores = _score_variant(pre, model.models[selected],
+                                    inputs=task_input_names(text=cfg.is_text),
+                                    labels=model.labels, variant=selected).select(score_col)
         sref = profile(val_scores, numeric_edges(val_scores, ["score"]), [])
         write_json_atomic(sref_path, sref)
         record_artifacts(cfg.out, [sref_path])
