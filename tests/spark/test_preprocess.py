@@ -48,11 +48,24 @@ def _tab_cfg(inp: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
                         f"output.dir={out}", "preprocess.max_quarantine_fraction=0.5", *extra])
 
 
-def test_messy_tabular_csv_quarantines_every_bad_row_with_its_reason(spark, tmp_path: Path) -> None:
+def test_messy_tabular_csv_quarantines_every_bad_row_with_its_reason(
+        spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    from sparkforge.jobs import preprocess as pre_job
+
+    # A small cap, so that these 300 rows need several row groups per file.
+    monkeypatch.setattr(pre_job, "ROW_GROUP_ROWS", 16)
     inp = tmp_path / "messy.csv"
     expected = _write_messy_tabular(inp)
     out = tmp_path / "run"
     summary = run_preprocess(spark, _tab_cfg(inp, out))
+    # Training ranks decode whole row groups: they must stay bounded however big a file is.
+    groups = [pq.ParquetFile(f).metadata.row_group(i).num_rows
+              for f in (out / "preprocessed").rglob("*.parquet")
+              for i in range(pq.ParquetFile(f).metadata.num_row_groups)]
+    assert max(groups) == 16
+    assert sum(groups) == 300
     n_lines = len(inp.read_text().splitlines()) - 1
     assert summary["rows_in"] == n_lines
     assert summary["rows_in"] == summary["rows_kept"] + summary["rows_quarantined"]

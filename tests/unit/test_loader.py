@@ -20,6 +20,7 @@ from sparkforge.train.loader import (
     RowGroup,
     ShardedLoader,
     plan_epoch,
+    read_head,
     read_split,
     trim_padding,
 )
@@ -73,6 +74,19 @@ def test_read_split_handles_uneven_files_and_an_empty_file(tmp_path: Path) -> No
     loader = ShardedLoader(data, 1, 2, 4, seed=0)
     b = trim_padding(next(iter(loader.epoch(0))))
     assert b["input_ids"].shape[1] == 3  # padded per batch to the longest row, not 6
+
+
+@pytest.mark.parametrize("rows", [1, 7, 30, 81, 500])
+def test_read_head_is_the_first_rows_of_read_split(tmp_path: Path, rows: int) -> None:
+    """compress's parity sample: the same rows read_split puts first, across uneven and
+    empty files and row groups, without reading the rest."""
+    split = tmp_path / "split=val"
+    _write_split(split, [0, 23, 40, 1, 0, 17])
+    cols = ["x", "features"]
+    whole, head = read_split(split, cols), read_head(split, cols, rows)
+    for c in cols:
+        np.testing.assert_array_equal(head[c], whole[c][:rows])
+    assert read_head(tmp_path / "nothing", cols, 5)["x"].shape == (0,)
 
 
 # ---------------------------------------------------------------------------
