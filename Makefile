@@ -75,7 +75,7 @@ demo-text: setup demo-data
 demo-tabular: setup demo-data
 	$(BIN)/sparkforge pipeline --config conf/demo_tabular.yaml
 
-# The fast suite (about 34 min on 2 cores: cluster, Connect, notebooks, Estimator included),
+# The fast suite (about 40 min on 2 cores: cluster, Connect, notebooks, Estimator included),
 # then the petastorm lane in its own venv.
 # Slow suites: `make test-slow`.
 test: setup setup-petastorm
