@@ -106,7 +106,7 @@ class PeakMemory:
         self._thread.join()
 
 
-def run_cli(args: list[str], log: Path, cores: int) -> dict[str, Any]:
+def run_cli(args: list[str], log: Path) -> dict[str, Any]:
     """One ``python -m sparkforge`` run: wall seconds and peak MiB per kind."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lib"), "PYSPARK_PYTHON": sys.executable}
     t0 = time.perf_counter()
@@ -174,12 +174,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             res["generate"] = run_cli(["generate", "--rows", str(n), "--task",
                                        "tabular_classification", "--out", str(table),
                                        "--master", f"local[{args.cores}]"],
-                                      args.cache / f"generate-{n}.log", args.cores)
+                                      args.cache / f"generate-{n}.log")
         out = args.cache / f"run_{n}"
         shutil.rmtree(out, ignore_errors=True)
         for stage in STAGES:
             res[stage] = run_cli(stage_args(stage, table, out, args.cores, args.train_steps),
-                                 args.cache / f"{stage}-{n}.log", args.cores)
+                                 args.cache / f"{stage}-{n}.log")
             print(f"{n:,} rows {stage}: {json.dumps(res[stage])}", flush=True)
         manifest = json.loads((out / "manifest.json").read_text())
         res["rows_scored"] = _find(manifest, "rows_scored")

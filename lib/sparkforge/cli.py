@@ -124,7 +124,7 @@ def _generate(args: argparse.Namespace) -> int:
     """``sparkforge generate``: argument errors exit 2 before a JVM starts."""
     from sparkforge.config import ConfigError, SparkConfig
     from sparkforge.generate import write_synthetic
-    from sparkforge.spark.session import get_session
+    from sparkforge.spark.session import check_master, get_session
 
     if args.rows < 1 or args.partitions < 0:
         bad = f"--rows {args.rows}" if args.rows < 1 else f"--partitions {args.partitions}"
@@ -136,6 +136,11 @@ def _generate(args: argparse.Namespace) -> int:
         spark_cfg = SparkConfig(master=args.master, app_name="sparkforge-generate", conf=conf)
     except (ValueError, ConfigError) as e:
         print(f"sparkforge: generate: --conf {args.conf}: use KEY=VALUE ({e})", file=sys.stderr)
+        return EXIT_CONFIG
+    try:  # the stages' own check: a master URL Spark cannot parse is a user error
+        check_master(spark_cfg)
+    except ConfigError as e:
+        print(f"sparkforge: generate: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     spark = None
     try:

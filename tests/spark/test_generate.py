@@ -100,11 +100,17 @@ def test_text_table_is_learnable(spark: Any, tmp_path: Path) -> None:
     assert acc > 0.9, acc
 
 
-def test_generate_argument_errors_exit_2_before_spark(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]
-                                                      ) -> None:
-    code = main(["generate", "--rows", "0", "--task", "text_classification",
+@pytest.mark.parametrize(("args", "said"), [
+    (["--rows", "0"], "--rows 0"),
+    (["--rows", "5", "--conf", "spark.x"], "use KEY=VALUE"),
+    (["--rows", "5", "--master", "bogus://x"], "not a Spark master URL"),
+])
+def test_generate_argument_errors_exit_2_before_spark(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], said: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPARKFORGE_MASTER", raising=False)
+    code = main(["generate", *args, "--task", "text_classification",
                  "--out", str(tmp_path / "x")])
     assert code == EXIT_CONFIG
-    assert "--rows 0" in capsys.readouterr().err
+    assert said in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
