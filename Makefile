@@ -80,7 +80,7 @@ demo-tabular: setup demo-data
 # then the petastorm lane in its own venv.
 # Slow suites: `make test-slow`.
 test: setup setup-petastorm
-	$(BIN)/python -m pytest -m "not slow" $(addprefix --ignore=,$(PST_TESTS)) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" --durations=40 $(addprefix --ignore=,$(PST_TESTS)) $(PYTEST_ARGS)
 	$(PST_BIN)/python -m pytest -m "not slow" $(PST_TESTS) $(PYTEST_ARGS)
 
 test-petastorm: setup-petastorm
