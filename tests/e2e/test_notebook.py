@@ -1,7 +1,7 @@
 """The notebooks run top to bottom, as Databricks runs their cells.
 
-notebooks/pipeline_walkthrough.py: the whole tabular pipeline on UCI Adult (about 2 min);
-the suite's one run on the full Adult table (the CLI's pipeline tests use generated data).
+notebooks/pipeline_walkthrough.py: the whole tabular pipeline on every 4th row of UCI
+Adult (the CLI's pipeline tests use generated data; `make demo` runs the full table).
 notebooks/01_..04_ (explore + preprocess, train, compress, score + evaluate): one small
 shared run (conftest's ``notebook_run``: 3,000 rows, 2 epochs, a 16-wide MLP; about 2.5
 min, shared with test_tracking.py). All part of `make test`. The notebooks read `conf/`
@@ -27,9 +27,20 @@ from sparkforge.datasets import write_demo_data
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _every_kth_row(path: Path, k: int) -> int:
+    """Keep the header and every k-th row of ``path``; returns the rows kept."""
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[1::k]
+    path.write_text(lines[0] + "".join(kept))
+    return len(kept)
+
+
 def test_notebook_runs_the_pipeline(tmp_path: Path) -> None:
     (tmp_path / "conf").symlink_to(ROOT / "conf")
     write_demo_data(tmp_path / "data")
+    # Every 4th row of Adult (12,211 of 48,842, both source files): the notebook runs as
+    # written in a quarter of the time; the full table is `make demo`'s.
+    rows_in_csv = _every_kth_row(tmp_path / "data" / "adult.csv", 4)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     proc = subprocess.run([sys.executable, str(ROOT / "notebooks" / "pipeline_walkthrough.py")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -39,11 +50,13 @@ def test_notebook_runs_the_pipeline(tmp_path: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["train"]["epochs_run"] == 3  # the notebook's own override took effect
     rows = manifest["preprocess"]["rows_in"]
-    assert rows == 48842  # UCI Adult, train + test files
+    assert rows == rows_in_csv
     assert manifest["score"]["rows_in"] == rows
     assert manifest["score"]["rows_scored"] + manifest["score"]["rows_quarantined"] == rows
-    assert metrics["variants"]["fp32"]["accuracy"] > 0.83  # LR on one-hot: about 0.85
+    # as good as scikit-learn's LogisticRegression on one-hot (about 0.85) on the same rows
     assert metrics["baseline"]["n_rows"] == metrics["variants"]["fp32"]["n_rows"]
+    assert metrics["variants"]["fp32"]["accuracy"] > 0.82
+    assert metrics["variants"]["fp32"]["accuracy"] >= metrics["baseline"]["accuracy"] - 0.02
     # the last cell's aggregate printed one count per (split, variant, prediction)
     assert "|split|model_variant|prediction|count|" in proc.stdout
 

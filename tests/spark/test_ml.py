@@ -4,12 +4,13 @@ For generated tabular data and for generated text: a Spark ML feature stage
 (``SQLTransformer``) then the classifier, fitted on part of the rows; the held-back rows
 transformed; the fitted PipelineModel saved, loaded in a fresh Python process with its own
 SparkSession, which transforms the same rows: the predictions and probabilities are
-identical. The fit's metrics equal those of ``sparkforge pipeline`` (the CLI, another
-process) run on the same feature-stage output with the same config and seed.
+identical. For the tabular task, the fit's metrics equal those of ``sparkforge pipeline``
+(the CLI, another process) run on the same feature-stage output with the same config and
+seed.
 
-Cost: two tiny trained runs per task (the estimator's and the CLI's: 2 epochs, one rank,
-a few thousand rows), one loading process each, and one small regressor run; the module
-took about 4.5 min on 2 shared cores (measured with the notebook test: 351 s together).
+Cost: three tiny trained runs (the tabular estimator's and the CLI's, the text
+estimator's: 2 epochs, one rank, a few thousand rows), one loading process each, and one
+small regressor run.
 """
 
 from __future__ import annotations
@@ -218,12 +219,10 @@ def test_text_classifier_in_a_pipeline(spark: Any, tmp_path: Path) -> None:
     _check_identical(here, there, len(data) - n_fit, model.labels)
     assert model.labels == ["down", "up"]
     assert skm.accuracy_score(here["sentiment"], here["prediction"]) > 0.9
-
-    cli_in = tmp_path / "cli_input.parquet"
-    stage.transform(spark.createDataFrame(data.iloc[:n_fit])).write.parquet(str(cli_in))
-    cli = _cli_pipeline("text_classification", cli_in, "sentiment", tmp_path / "cli",
-                        settings, text="review")
-    _check_same_metrics(model.summary, cli)
+    # The fit and the CLI run one pipeline function; their equality is checked once, by
+    # the tabular test (a second CLI run here cost 70 s of the suite).
+    assert model.manifest["preprocess"]["rows_in"] == n_fit
+    assert set(model.summary["variants"]) == {"fp32"}
 
 
 def _nested_yaml(settings: dict[str, Any]) -> str:
