@@ -81,7 +81,7 @@ demo-text: setup demo-data
 demo-tabular: setup demo-data
 	$(BIN)/sparkforge pipeline --config conf/demo_tabular.yaml
 
-# The fast suite (about 40 min on 2 cores: cluster, Connect, notebooks, Estimator included),
+# The fast suite (about 19 min on 2 cores, 2 workers: cluster, Connect, notebooks, Estimator),
 # then the petastorm lane in its own venv.
 # Slow suites: `make test-slow`.
 test: setup setup-petastorm
