@@ -456,6 +456,16 @@ def ratio(wl: dict[str, Any], num: str, den: str) -> tuple[float, list[float], f
             [r[num]["rate"] / r[den]["rate"] for r in runs], cpu[den] / cpu[num])
 
 
+def load_sentence(others: float) -> str:
+    """What the other processes on the machine did during the timed runs, from the
+    measured mean (cores), so a quiet run is not described as a loaded one."""
+    if others >= 0.2:
+        return (f"**Other jobs were running on this machine at the same time** (on average "
+                f"{others:.2f} cores during the timed runs).")
+    return f"The machine was otherwise quiet ({others:.2f} cores used by other processes " \
+           "on average during the timed runs)."
+
+
 def render(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [SECTION, "",
@@ -465,7 +475,7 @@ def render(res: dict[str, Any]) -> str:
              "```bash", res["command"], "```", "",
              f"- {res['date']}; machine: nproc {m['nproc']}, {m['cpu']}, {m['ram']} RAM, "
              f"Python {m['python']}; {res['versions']}; total run {res['total_s'] / 60:.1f} min",
-             "- **Other engineers' jobs were running on this machine at the same time.** "
+             f"- {load_sentence(summary(res)['others'])} "
              "\"others' cores\" is the CPU that processes outside this benchmark used during "
              f"each timed run (/proc/stat), in cores out of {m['nproc']}. Every side ran "
              f"{res['repeat']} time{'s' if res['repeat'] > 1 else ''}, alternating with the "
