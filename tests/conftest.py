@@ -60,4 +60,3 @@ def spark() -> Iterator[object]:
     )
     yield session
     session.stop()
-

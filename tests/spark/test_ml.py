@@ -81,8 +81,8 @@ def _text(n: int = 2000) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["headline", "body", "sentiment"])
 
 
-def _cli_pipeline(task: str, data: Path, label: str, out: Path, settings: dict[str, Any],
-                  text: str | None = None) -> dict[str, Any]:
+def _cli_pipeline(task: str, data: Path, label: str, out: Path,
+                  settings: dict[str, Any]) -> dict[str, Any]:
     """``sparkforge pipeline`` on ``data`` (Parquet) with ``settings`` as --set flags."""
     conf = out.parent / f"{out.name}.yaml"
     conf.write_text(f"task: {task}\n")
@@ -94,8 +94,6 @@ def _cli_pipeline(task: str, data: Path, label: str, out: Path, settings: dict[s
             # partitions; with other settings the same seed trains on another order.
             "--set", "spark.master=local[2]",
             "--set", "spark.conf.spark.sql.shuffle.partitions=4"]
-    if text:
-        args += ["--set", f"data.text_column={text}"]
     for k, v in settings.items():
         args += ["--set", f"{k}={json.dumps(v)}"]  # JSON is YAML: lists, numbers, booleans
     proc = subprocess.run(args, capture_output=True, text=True, timeout=900, env=_env(),
