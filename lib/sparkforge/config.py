@@ -241,8 +241,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CompressConfig:
-    # int8_dynamic / int8_static: ONNX Runtime int8 (static: QDQ, per-channel, calibrated on
-    # a Spark sample of the train split). pruned: whole neurons / attention heads / FFN units
+    # int8_dynamic / int8_static: ONNX Runtime int8 (dynamic: activations quantized per row,
+    # so a row's score never depends on the rows batched with it; static: QDQ, per-channel,
+    # calibrated on a Spark sample of the train split). pruned: whole neurons / attention heads / FFN units
     # (and, for text, embedding rows of tokens absent from the train split) removed, smaller
     # layers rebuilt, then a short fine-tune. distilled: a small student trained with
     # TorchDistributor on the model's soft labels. fp16: half-precision weights, for GPU

@@ -81,6 +81,9 @@ def quantize_int8_dynamic(src: str | Path, dst: str | Path, *, per_channel: bool
             per_channel=per_channel,
             use_external_data_format=False,
         )
+    from sparkforge.compress.per_row import per_row_activations
+
+    per_row_activations(dst)
     src_bytes, dst_bytes = src.stat().st_size, dst.stat().st_size
     log.info("Quantized %s (%s bytes) -> %s (%s bytes), int8 %s",
              src, src_bytes, dst, dst_bytes, list(QUANTIZED_OPS))

@@ -4,7 +4,8 @@ fp32 is exported first (and checked against torch). Each configured variant is t
 built from it or from the trained torch model:
 
 ==================  =================================================================
-``int8_dynamic``    ORT dynamic int8 of the fp32 graph
+``int8_dynamic``    ORT dynamic int8 of the fp32 graph, activations quantized per row
+                    (``sparkforge.compress.per_row``)
 ``int8_static``     ORT static int8 (QDQ, per-channel), calibrated on a Spark sample
                     of the train split
 ``fp16``            float16 weights and activations (for GPU scoring)
