@@ -243,11 +243,12 @@ class TrainConfig:
 class CompressConfig:
     # int8_dynamic / int8_static: ONNX Runtime int8 (dynamic: activations quantized per row,
     # so a row's score never depends on the rows batched with it; static: QDQ, per-channel,
-    # calibrated on a Spark sample of the train split). pruned: whole neurons / attention heads / FFN units
-    # (and, for text, embedding rows of tokens absent from the train split) removed, smaller
-    # layers rebuilt, then a short fine-tune. distilled: a small student trained with
-    # TorchDistributor on the model's soft labels. fp16: half-precision weights, for GPU
-    # scoring. pruned_int8 / distilled_int8: int8_dynamic applied to pruned / distilled.
+    # calibrated on a Spark sample of the train split). pruned: whole neurons / attention
+    # heads / FFN units (and, for text, embedding rows of tokens absent from the train split)
+    # removed, smaller layers rebuilt, then a short fine-tune. distilled: a small student
+    # trained with TorchDistributor on the model's soft labels. fp16: half-precision weights,
+    # for GPU scoring. pruned_int8 / distilled_int8: int8_dynamic applied to pruned /
+    # distilled.
     variants: list[Literal["int8_dynamic", "int8_static", "pruned", "pruned_int8", "distilled",
                            "distilled_int8", "fp16"]] = field(
         default_factory=lambda: ["int8_dynamic"])

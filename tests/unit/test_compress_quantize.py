@@ -71,7 +71,7 @@ def test_int8_dynamic_scores_each_row_on_its_own(mlp_onnx: tuple[Path, np.ndarra
     assert (batch.argmax(1) == ref.argmax(1)).mean() >= 0.95
     ops = _ops(int8)
     assert ops["DynamicQuantizeLinear"] == 0
-    assert ops["MatMulInteger"] == 3
+    assert ops["MatMulIntegerToFloat"] == 3
 
 
 def test_sample_reader_gives_equal_shapes() -> None:
