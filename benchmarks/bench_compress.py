@@ -143,7 +143,9 @@ def _ms(v: Any) -> str:
 
 def _source_parameters(name: str, figures: dict[str, Any]) -> Any:
     """Parameters of the torch model a converted variant comes from (older selections
-    record them only for fp32, pruned and distilled)."""
+    record them only for fp32, pruned and distilled). The baseline has no torch source."""
+    if name == "baseline":
+        return None
     source = figures.get(name, {}).get("source") or (
         name.removesuffix("_int8") if name.endswith("_int8") and name not in INT8 else "fp32")
     return figures.get(source, {}).get("parameters")
