@@ -40,9 +40,9 @@ from sparkforge.config import SparkConfig
 from sparkforge.spark.session import get_session
 
 model_path, rows_path, out_path = sys.argv[1:4]
-# The test session's parallelism and shuffle partitions: an int8_dynamic model quantizes
-# each batch's activations with that batch's own range, so its outputs are identical only
-# for identical batches (rows grouped the same way), as in any scoring run.
+# The test session's parallelism and shuffle partitions. int8_dynamic quantizes each row's
+# activations on its own, so outputs do not depend on how rows are grouped; the same
+# settings keep the comparison to the fitting session free of any other difference.
 spark = get_session(SparkConfig(master="local[2]", app_name="load-test"),
                     extra={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"})
 out = PipelineModel.load(model_path).transform(spark.read.parquet(rows_path))

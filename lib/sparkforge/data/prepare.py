@@ -33,7 +33,8 @@ NUMERIC_MIN_FRACTION = 0.9
 NULL_TOKENS = ("?", "na", "n/a", "null", "none", "-", "--", "")
 # At scoring, a numeric value further than this many training standard deviations from
 # the training mean is quarantined (out_of_range): no finite but absurd value (1e30 from a
-# unit mix-up) reaches the model, where it would dominate a dynamically quantised batch.
+# unit mix-up) reaches the model, whose score for it would mean nothing. (int8_dynamic
+# quantises each row on its own, so such a row no longer coarsens its batch's other rows.)
 MAX_ABS_Z = 1000.0
 # Quarantine reasons that record a policy, not a defect: they are reported, and they do
 # not count against preprocess.max_quarantine_fraction.
