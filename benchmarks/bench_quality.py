@@ -187,8 +187,13 @@ def sklearn_baseline(pre: Path, task: str) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, f1_score, log_loss, mean_squared_error, r2_score
 
     text = task == "text_classification"
-    x_col = "text" if text else "features"
-    tr, te = (_split(pre, s, [x_col, "label"]) for s in ("train", "test"))
+    import pyarrow.dataset as pads
+
+    from sparkforge import features
+
+    x_cols = ["text"] if text else features.source_columns(
+        ["features"], pads.dataset(str(pre), format="parquet", partitioning="hive").schema.names)
+    tr, te = (_split(pre, s, [*x_cols, "label"]) for s in ("train", "test"))
     ytr, yte = tr.column("label").to_pylist(), te.column("label").to_pylist()
     if text:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -199,9 +204,9 @@ def sklearn_baseline(pre: Path, task: str) -> dict[str, Any]:
         name = "tfidf_logreg"
     else:
         def dense(t: Any) -> Any:
-            col = t.column("features").combine_chunks()
-            return np.asarray(col.values.to_numpy(zero_copy_only=False),
-                              dtype=np.float64).reshape(len(t), -1)
+            cols = {c: (np.stack(t.column(c).to_numpy(zero_copy_only=False))
+                        if c != features.DIM else t.column(c).to_numpy()) for c in x_cols}
+            return np.asarray(features.densify(cols)["features"], dtype=np.float64)
         xtr, xte = dense(tr), dense(te)
         name = "ridge" if task == "tabular_regression" else "onehot_logreg"
     out: dict[str, Any] = {"model": name, "n_train": len(ytr), "n_rows": len(yte)}

@@ -149,13 +149,21 @@ class Workload:
         self.rows = -(-rows // row_group) * row_group  # whole row groups: batches line up
         self.row_group = row_group
         self.path = work / f"{name}_{self.rows}.parquet"
-        build_input(run_dir / "preprocessed", self.path, self.rows, row_group,
-                    ["id", "label", "split", *inputs])
+        import pyarrow.dataset as ds
         import pyarrow.parquet as pq
 
+        from sparkforge import features
+
+        # The columns the run stores the inputs in (tabular features: compact, as
+        # preprocess writes them; every side reads these and expands them alike).
+        self.stored = features.source_columns(
+            inputs, ds.dataset(run_dir / "preprocessed", partitioning="hive").schema.names)
+        build_input(run_dir / "preprocessed", self.path, self.rows, row_group,
+                    ["id", "label", "split", *self.stored])
         first = pq.ParquetFile(self.path).read_row_group(0)
-        # Fixed tensor widths (``input_tensor_shapes`` of predict_batch_udf).
-        self.widths = {n: len(first.column(n)[0]) for n in inputs}
+        # Fixed tensor widths (``input_tensor_shapes`` of predict_batch_udf; None: scalar).
+        self.widths = {n: (None if n == features.DIM else len(first.column(n)[0]))
+                       for n in self.stored}
         # Warm-up inputs in HEAD_PARTS row groups, so that every task slot (Python worker)
         # gets a task and loads the model: the first row group (the JVM compiles its hot
         # paths on it) and HEAD_PARTS x HEAD_ROWS rows (before each timed Spark run).
@@ -212,7 +220,7 @@ def raw_pipeline(w: Workload, cores: int, inp: Path, out: Path) -> dict[str, flo
         pf = pq.ParquetFile(inp)
         writer = None
         for batch in pf.iter_batches(batch_size=ARROW_BATCH,
-                                     columns=["id", "label", "split", *w.inputs]):
+                                     columns=["id", "label", "split", *w.stored]):
             res = score_columns(batch, predictor.predict(batch), w.labels, w.variant)
             if writer is None:
                 writer = pq.ParquetWriter(out, res.schema)
@@ -230,7 +238,7 @@ def load_feeds(w: Workload, inp: Path) -> list[dict[str, np.ndarray]]:
     import pyarrow.parquet as pq
 
     out = []
-    for batch in pq.ParquetFile(inp).iter_batches(batch_size=BATCH, columns=w.inputs):
+    for batch in pq.ParquetFile(inp).iter_batches(batch_size=BATCH, columns=w.stored):
         out.append(arrow_inputs(batch, w.inputs))
     return out
 
@@ -302,7 +310,7 @@ def score_df_pandas(w: Workload, df: Any) -> Any:
                                 "probability": list(p), "split": pdf["split"].to_numpy(),
                                 "model_variant": variant})
 
-    return df.select("id", "label", "split", *inputs).mapInPandas(_score, schema)
+    return df.select("id", "label", "split", *w.stored).mapInPandas(_score, schema)
 
 
 def to_arrow_only(w: Workload, df: Any) -> Any:
@@ -315,7 +323,7 @@ def to_arrow_only(w: Workload, df: Any) -> Any:
             arrow_inputs(b, inputs)
             yield b.select(["id"])
 
-    return df.select("id", "label", "split", *inputs).mapInArrow(_convert, "id string")
+    return df.select("id", "label", "split", *w.stored).mapInArrow(_convert, "id string")
 
 
 def plan_kind(df: Any) -> str:
@@ -333,6 +341,7 @@ def make_pbudf(w: Workload) -> Any:
     from pyspark.sql import types as T
 
     model, sha, labels, names = str(w.model), w.sha256, list(w.labels), list(w.inputs)
+    stored = list(w.stored)
 
     def make_predict_fn() -> Callable[..., dict[str, np.ndarray]]:
         # Runs once per Python worker (pyspark's ModelCache keeps the returned function);
@@ -343,6 +352,13 @@ def make_pbudf(w: Workload) -> Any:
         def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             p = softmax(predictor.predict_feeds(feeds).astype(np.float64))
             return {"prediction": label_arr[p.argmax(axis=1)], "probability": p}
+
+        if names == task_input_names(text=False) and stored != names:
+            from sparkforge import features
+
+            def predict_compact(*cols: np.ndarray) -> dict[str, np.ndarray]:
+                return run(features.densify(dict(zip(stored, cols, strict=True))))
+            return predict_compact
 
         if names == task_input_names(text=False):
             def predict_tabular(features: np.ndarray) -> dict[str, np.ndarray]:
@@ -359,13 +375,14 @@ def make_pbudf(w: Workload) -> Any:
         make_predict_fn,
         return_type=T.StructType([T.StructField("prediction", T.StringType()),
                                   T.StructField("probability", T.ArrayType(T.DoubleType()))]),
-        batch_size=BATCH, input_tensor_shapes=[[w.widths[n]] for n in names])
+        batch_size=BATCH,
+        input_tensor_shapes=[None if w.widths[n] is None else [w.widths[n]] for n in stored])
 
 
 def spark_pbudf(udf: Any, w: Workload, df: Any) -> Any:
     from pyspark.sql import functions as F
 
-    return (df.select("id", "label", udf(*w.inputs).alias("s"), "split")
+    return (df.select("id", "label", udf(*w.stored).alias("s"), "split")
             .select("id", "label", "s.prediction", "s.probability", "split",
                     F.lit(w.variant).alias("model_variant")))
 

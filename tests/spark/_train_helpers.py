@@ -112,3 +112,24 @@ def traced(trace: Path, epoch: int, world: int) -> tuple[Counter[str], int, list
         pad += rec["pad_rows"]
         steps.append(rec["steps"])
     return counts, pad, steps
+
+
+def read_preprocessed(path: Path, columns: list[str]) -> Any:
+    """``columns`` of a ``preprocessed/`` folder (``split`` from the folder names) as a
+    pandas frame, with ``features`` dense (one float32 array per row) whether it is stored
+    dense or compact: the tests' view of what the model is fed."""
+    import pyarrow.dataset as pads
+
+    from sparkforge import features
+
+    data = pads.dataset(str(path), format="parquet", partitioning="hive")
+    stored = features.source_columns(columns, data.schema.names)
+    t = data.to_table(columns=stored)
+    pdf = t.drop([c for c in features.COMPACT if c in stored]).to_pandas()
+    if features.VALUES in stored:
+        dense = features.densify({
+            features.VALUES: np.stack(t.column(features.VALUES).to_numpy(zero_copy_only=False)),
+            features.SLOTS: np.stack(t.column(features.SLOTS).to_numpy(zero_copy_only=False)),
+            features.DIM: t.column(features.DIM).to_numpy()})[features.FEATURES]
+        pdf[features.FEATURES] = list(dense)
+    return pdf[columns]

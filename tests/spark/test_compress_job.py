@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from _train_helpers import read_preprocessed
 
 from sparkforge.artifacts import read_json, record_artifacts, sha256_file, write_json_atomic
 from sparkforge.config import load_config
@@ -276,8 +277,7 @@ def test_a_poor_neural_model_is_replaced_by_the_baseline_and_its_scores_are_skle
     published = scores[scores["model_variant"] == "baseline"]
     assert len(published) == n  # the selected variant scores every row
     # scikit-learn's own model on the same train rows and the same features.
-    pre = pd.read_parquet(out / "preprocessed", columns=["id", "split", "features",
-                                                         "label_index"])
+    pre = read_preprocessed(out / "preprocessed", ["id", "split", "features", "label_index"])
     train = pre[pre["split"] == "train"]
     clf = LogisticRegression(C=1.0, max_iter=2000).fit(
         np.stack(train["features"].to_numpy()), train["label_index"])

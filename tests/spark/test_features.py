@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
+from _train_helpers import read_preprocessed
 
 from sparkforge import features
 from sparkforge.artifacts import read_json
@@ -40,8 +40,7 @@ def wide_run(spark, tmp_path_factory) -> dict[str, Any]:  # type: ignore[no-unty
                       [f"data.input={inp}", "data.label_column=label", "data.id_column=id",
                        f"output.dir={out}"])
     summary = run_preprocess(spark, cfg)
-    pre = pq.read_table(out / "preprocessed", columns=["id", "split", "features",
-                                                        "label_index"]).to_pandas()
+    pre = read_preprocessed(out / "preprocessed", ["id", "split", "features", "label_index"])
     return {"cfg": cfg, "raw": raw, "summary": summary, "pre": pre,
             "stats": read_json(out / "model" / "preprocessor.json")}
 
@@ -158,3 +157,56 @@ def test_drift_reference_from_the_encoder_counts_equals_pandas(spark) -> None:  
     assert "\u2400" in dict(top)  # the null ties with values and still takes its place
     got = categorical_fractions(counts["c"])["fractions"]
     assert got == pytest.approx({v: k / n for v, k in top})
+
+
+def test_compact_form_expands_to_the_dense_encoding(spark) -> None:  # type: ignore[no-untyped-def]
+    """``compact`` (native Spark SQL: map lookups, Spark's crc32) then ``expand`` gives,
+    bit for bit, the dense vector of ``transform`` (the Arrow UDF, zlib's crc32) and of a
+    one-hot built here from the fitted statistics: vocabulary values, hashed tail values
+    (some never seen in training, some non-ASCII or with quotes), nulls, and numeric nulls
+    (imputed with the mean)."""
+    import zlib
+
+    rng = np.random.default_rng(5)
+    n = 400
+    values = [f"v{i}" for i in range(40)] + ["é ü", "it's", "a\\b", "日本"]
+    pdf = pd.DataFrame({"id": [f"r{i}" for i in range(n)],
+                        "x": rng.normal(10, 3, n), "z": rng.normal(0, 1e4, n),
+                        "c": rng.choice(values, n), "d": rng.choice(["p", "q"], n)})
+    pdf.loc[rng.random(n) < 0.05, "x"] = None
+    pdf.loc[rng.random(n) < 0.05, "c"] = None
+    df = spark.createDataFrame(pdf)
+    stats = features.fit(df.limit(300), ["x", "z"], ["c", "d"], max_categories=8,
+                         hash_buckets=5)
+    unseen = pd.DataFrame({"id": ["u1", "u2"], "x": [1.0, None], "z": [0.0, 2.0],
+                           "c": ["never seen", "日本語"], "d": ["r", None]})
+    df = df.unionByName(spark.createDataFrame(unseen))
+    dense = features.transform(df, stats).select("id", "features").toPandas()
+    comp = features.compact(df, stats).select("id", *features.COMPACT).toPandas()
+    assert list(comp["id"]) == list(dense["id"])
+    got = features.expand(np.stack(comp[features.VALUES].to_numpy()).astype(np.float32),
+                          np.stack(comp[features.SLOTS].to_numpy()), stats["dim"])
+    np.testing.assert_array_equal(got, np.stack(dense["features"].to_numpy()))
+
+    # The reference: one-hot written out from the statistics, row by row.
+    full = pd.concat([pdf, unseen], ignore_index=True)
+    ref = np.zeros((len(full), stats["dim"]), dtype=np.float32)
+    for i, row in full.iterrows():
+        j = 0
+        for c in ("x", "z"):
+            m, s = stats["numeric"][c]["mean"], stats["numeric"][c]["std"]
+            v = m if pd.isna(row[c]) else row[c]
+            ref[i, j] = np.float32((v - m) / s)
+            j += 1
+        for c in ("c", "d"):
+            vocab, b = stats["categorical"][c], stats["categorical_buckets"][c]
+            if row[c] is None:
+                pos = len(vocab) + b
+            elif row[c] in vocab:
+                pos = vocab.index(row[c])
+            else:
+                pos = len(vocab) + zlib.crc32(row[c].encode("utf-8")) % b
+            ref[i, j + pos] = 1.0
+            j += len(vocab) + b + 1
+    np.testing.assert_array_equal(got, ref)
+    assert (got[:, 2:].sum(axis=1) == 2).all()  # one slot per categorical column

@@ -2,8 +2,9 @@
 
 Runs in the petastorm lane (`make test-petastorm`: .venv-petastorm with pyspark 4.0.5,
 pyarrow 14.0.2, numpy 1.26.4, pandas 2.2.3, the floor of every declared range); the main
-run, on the newest stack, skips it. pyspark 4.0 has no ``arrow_udf``, so the tabular
-encoder and the tokenizer take the ``pandas_udf`` fallback of ``sparkforge.spark.udf``.
+run, on the newest stack, skips it. pyspark 4.0 has no ``arrow_udf``, so the tokenizer
+takes the ``pandas_udf`` fallback of ``sparkforge.spark.udf``; the tabular features are
+encoded in Spark SQL (compact) and the tabular run trains through petastorm.
 
 Two small in-process pipelines on the session's ``spark``: a tabular CSV with malformed
 rows (1 epoch, int8_dynamic, the baseline) and a text CSV with a trained tokenizer (1
@@ -67,7 +68,9 @@ def test_tabular_pipeline_on_the_floor(spark: Any, tmp_path: Path) -> None:
         inp, index=False)
     cfg = load_config(ROOT / "conf" / "tabular_classification.yaml", [
         f"data.input={inp}", "data.label_column=y", f"output.dir={tmp_path / 'run'}",
-        "train.epochs=3", "train.num_processes=1", "train.hidden_dim=16", "train.lr=0.01"])
+        "train.epochs=3", "train.num_processes=1", "train.hidden_dim=16", "train.lr=0.01",
+        # petastorm reads the compact features (floats, ints, a constant) like any column
+        "train.loader=petastorm"])
     run_pipeline(spark, cfg)
     _check(cfg.out, n, bad, min_accuracy=0.85)
 

@@ -13,8 +13,8 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as pads
 import pytest
+from _train_helpers import read_preprocessed
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_curve
 from sklearn.utils.class_weight import compute_class_weight
@@ -41,10 +41,10 @@ def _write_table(path: Path) -> None:
 
 
 def _split(out: Path, split: str, columns: list[str]) -> dict[str, np.ndarray]:
-    t = pads.dataset(str(out / "preprocessed"), format="parquet", partitioning="hive"
-                     ).to_table(columns=columns, filter=pads.field("split") == split)
-    return {c: (np.stack(t.column(c).to_numpy(zero_copy_only=False)) if c == "features"
-                else t.column(c).to_numpy(zero_copy_only=False)) for c in columns}
+    pdf = read_preprocessed(out / "preprocessed", [*columns, "split"])
+    pdf = pdf[pdf["split"] == split]
+    return {c: (np.stack(pdf[c].to_numpy()) if c == "features" else pdf[c].to_numpy())
+            for c in columns}
 
 
 @pytest.fixture(scope="module")

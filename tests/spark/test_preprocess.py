@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from _train_helpers import read_preprocessed
 
 from sparkforge.artifacts import read_json
 from sparkforge.config import load_config
@@ -161,7 +162,7 @@ def test_fitted_statistics_come_from_train_split_only(spark, tmp_path: Path) -> 
     train_std = ages[merged["split"] == "train"].std(ddof=0)
     assert stats["numeric"]["age"]["std"] == pytest.approx(train_std, rel=1e-9)
     # the same rows re-encoded at scoring time give the same features
-    feats = pq.read_table(out / "preprocessed", columns=["id", "features"]).to_pandas()
+    feats = read_preprocessed(out / "preprocessed", ["id", "features"])
     row = feats.merge(merged, on="id").iloc[0]
     assert row["features"][0] == pytest.approx(
         (float(row["age"]) - train_mean) / train_std, rel=1e-5)

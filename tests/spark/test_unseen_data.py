@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from _train_helpers import read_preprocessed
 
 from sparkforge.artifacts import read_json
 from sparkforge.config import load_config
@@ -46,7 +47,7 @@ def test_repeats_kept_conflicts_quarantined_and_never_across_splits(spark, tmp_p
     # Every row holding one of the two conflicting feature sets is quarantined, nothing else.
     assert s["quarantine_reasons"] == {"conflicting_label": 5}
     assert s["rows_kept"] == len(every) - 5
-    pre = pq.read_table(out / "preprocessed").to_pandas()
+    pre = read_preprocessed(out / "preprocessed", ["id", "split", "features"])
     # Copies of one feature row all land in one split (no test row is a copy of a train row).
     keyed = pre.assign(key=pre["features"].map(lambda v: tuple(np.round(v, 6))))
     assert (keyed.groupby("key")["split"].nunique() == 1).all()
@@ -122,7 +123,7 @@ def test_missing_spellings_non_finite_and_undecodable_values(spark, tmp_path: Pa
     assert ev["type"] == "numeric"
     assert ev["bad_values"] == expected["bad_type:num"]
     assert ev["non_null"] == 401 - n_missing
-    pre = pq.read_table(out / "preprocessed", columns=["features"]).to_pandas()
+    pre = read_preprocessed(out / "preprocessed", ["features"])
     assert np.isfinite(np.stack(pre["features"].to_numpy())).all()
     assert read_json(out / "manifest.json")["preprocess"]["column_types"]["cat"]["type"] == \
         "categorical"
@@ -156,8 +157,7 @@ def test_regression_targets_in_thousands_and_millions_pass_compress(spark, tmp_p
     run_preprocess(spark, cfg)
     run_train(spark, cfg)
     run_compress(spark, cfg)        # raised "parity failed" for targets in the thousands
-    test = pq.read_table(out / "preprocessed" / "split=test",
-                         columns=["features", "label"]).to_pandas()
+    test = read_preprocessed(out / "preprocessed" / "split=test", ["features", "label"])
     sess = ort.InferenceSession(str(out / "compressed" / "fp32" / "model.onnx"),
                                 providers=["CPUExecutionProvider"])
     feats = np.stack(test["features"].to_numpy()).astype(np.float32)

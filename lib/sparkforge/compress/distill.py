@@ -59,9 +59,11 @@ def soft_label_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[s
     """``df``'s model inputs and ``target`` plus the teacher's ``teacher_logits`` per row."""
     from pyspark.sql import types as T
 
+    from sparkforge import features
     from sparkforge.infer import model_inputs, onnx_session, predict
 
-    cols = [*inputs, target]
+    # Tabular features stay in their stored (compact) form in the soft-label files.
+    cols = [*features.source_columns(inputs, df.columns), target]
     schema = T.StructType([*(df.schema[c] for c in cols),
                            T.StructField(TEACHER_COLUMN, T.ArrayType(T.FloatType()))])
 

@@ -176,17 +176,27 @@ def split_parity(scored: DataFrame, reference: DataFrame, regression: bool) -> d
 def sample_split(spark: SparkSession, cfg: Config, split: str, rows: int,
                  columns: list[str]) -> dict[str, np.ndarray]:
     """A seeded Spark sample of about ``rows`` rows of ``split`` (bounded; to the driver)."""
-    df = split_df(spark, cfg, split).select(*columns)
+    from sparkforge import features
+
+    df = split_df(spark, cfg, split)
+    stored = features.source_columns(columns, df.columns)
+    df = df.select(*stored)
     n = df.count()
     if n == 0:
         return {c: np.zeros((0,)) for c in columns}
     fraction = min(1.0, 1.2 * rows / n)
+    # Tabular features come compact (a few numbers a row) and are expanded here: dense
+    # rows of a wide table (821 floats x 200k rows) filled the driver JVM's heap.
     pdf: Any = df.sample(fraction=fraction, seed=cfg.train.seed).limit(rows).toPandas()
     out: dict[str, np.ndarray] = {}
-    for c in columns:
-        if c in INPUT_DTYPES:
-            out[c] = np.stack(pdf[c].to_numpy()).astype(INPUT_DTYPES[c])
+    for c in stored:
+        if c in INPUT_DTYPES or c in (features.VALUES, features.SLOTS):
+            out[c] = np.stack(pdf[c].to_numpy()) if len(pdf) else np.zeros((0, 0))
         else:
             out[c] = pdf[c].to_numpy()
+    out = features.densify(out)
+    for c in columns:
+        if c in INPUT_DTYPES:
+            out[c] = out[c].astype(INPUT_DTYPES[c])
     log.info("Sampled %d of %d %s rows for calibration", len(pdf), n, split)
     return out

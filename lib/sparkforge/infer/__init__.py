@@ -59,6 +59,7 @@ def score_df(df: DataFrame, *, model_path: str, sha256: str, inputs: list[str],
     ``model_format`` / ``model_spec``: :class:`ModelRef`'s ``format`` and ``spec``
     (``torch``: ``model_path`` is the safetensors weights, ``model_spec`` the spec's JSON
     text); the score job takes them from :func:`sparkforge.infer.runs.variant_model`.
+    Tabular ``features`` may come in compact form (:func:`sparkforge.features.compact`).
     """
     from pyspark.sql import types as T
 

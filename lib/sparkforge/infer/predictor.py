@@ -209,21 +209,32 @@ def trim_padding(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def arrow_inputs(batch: pa.RecordBatch, names: list[str]) -> dict[str, np.ndarray]:
     """Fixed-width list columns of an Arrow batch -> model inputs: a reshape of the
-    values buffer, no per-row Python objects; padding trimmed to the batch's longest."""
+    values buffer, no per-row Python objects; padding trimmed to the batch's longest.
+    Tabular ``features`` in compact form (``sparkforge.features.compact``) are expanded."""
+    from sparkforge import features
+
     feeds: dict[str, np.ndarray] = {}
     n = batch.num_rows
-    for name in names:
-        values = batch.column(name).flatten().to_numpy(zero_copy_only=False)
-        feeds[name] = values.reshape(n, values.size // max(n, 1)).astype(
-            INPUT_DTYPES[name], copy=False)
-    return trim_padding(feeds)
+    for name in features.source_columns(names, batch.schema.names):
+        col = batch.column(name)
+        if name == features.DIM:
+            feeds[name] = col.to_numpy(zero_copy_only=False)
+            continue
+        values = col.flatten().to_numpy(zero_copy_only=False)
+        feeds[name] = values.reshape(n, values.size // max(n, 1))
+    feeds = features.densify(feeds)
+    return trim_padding({k: v.astype(INPUT_DTYPES[k], copy=False) for k, v in feeds.items()})
 
 
 def model_inputs(pdf: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
-    """Array columns of a pandas batch -> the model's input tensors (padding trimmed)."""
-    feeds = {n: np.stack(pdf[n].to_numpy()).astype(INPUT_DTYPES[n], copy=False)
-             for n in names}
-    return trim_padding(feeds)
+    """Array columns of a pandas batch -> the model's input tensors (padding trimmed;
+    compact tabular features expanded)."""
+    from sparkforge import features
+
+    feeds = features.densify({c: pdf[c].to_numpy() if c == features.DIM
+                              else np.stack(pdf[c].to_numpy())
+                              for c in features.source_columns(names, list(pdf.columns))})
+    return trim_padding({n: feeds[n].astype(INPUT_DTYPES[n], copy=False) for n in names})
 
 
 def run_batched(run: Callable[[dict[str, np.ndarray]], np.ndarray],
@@ -270,16 +281,18 @@ Emit = Callable[["pa.RecordBatch", np.ndarray], "pa.RecordBatch"]
 
 def map_predictions(df: DataFrame, ref: ModelRef, *, inputs: list[str], columns: list[str],
                     schema: StructType, emit: Emit, batch_size: int = 256) -> DataFrame:
-    """``df``'s ``columns`` (the model ``inputs`` among them) through the model of
-    ``ref`` in ``mapInArrow``; ``emit(batch, outputs)`` builds each output batch, whose
-    columns match ``schema``."""
+    """``df``'s ``columns`` (the model ``inputs`` among them; tabular ``features`` may be
+    in compact form) through the model of ``ref`` in ``mapInArrow``;
+    ``emit(batch, outputs)`` builds each output batch, whose columns match ``schema``."""
+    from sparkforge import features
+
     def _predict(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         predictor = Predictor.load(ref, inputs, batch_size)
         for b in batches:
             if b.num_rows:
                 yield emit(b, predictor.predict(b))
 
-    return df.select(*columns).mapInArrow(_predict, schema)
+    return df.select(*features.source_columns(columns, df.columns)).mapInArrow(_predict, schema)
 
 
 def list_array(matrix: np.ndarray, value_type: pa.DataType) -> pa.Array:

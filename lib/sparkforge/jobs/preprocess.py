@@ -144,7 +144,10 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
             kept.filter(F.col("split") == "train"), prep.numeric_columns,
             prep.categorical_columns)
         write_json_atomic(model_dir / "preprocessor.json", fitted)
-        encoded = features.transform(kept, fitted)
+        # Compact (standardized numerics, one slot number per categorical column), in
+        # the JVM: the dense one-hot row through an Arrow UDF was most of this stage's
+        # time on wide tables; readers expand it per batch (features.densify).
+        encoded = features.compact(kept, fitted)
         artifacts = [model_dir / "preprocessor.json", model_dir / "labels.json"]
         stats["feature_dim"] = fitted["dim"]
         # How categorical values were encoded: the vocabulary kept per column, and the
@@ -165,7 +168,7 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         encoded = encoded.withColumn("label_index", F.lit(-1))
     pre_path = out / "preprocessed"
     # Row groups of at most ROW_GROUP_ROWS rows. Parquet's own limit is 128 MB compressed,
-    # and one-hot features compress ~5x: a file's rows were one row group, whose column
+    # and encoded rows compress well: a file's rows were one row group, whose column
     # chunks a training rank decodes to read any of its rows, so rank memory grew with the
     # rows per file (bench_scale: 2.4 GiB at 1M rows, 4.0 at 5M).
     (encoded.write.mode("overwrite").option("parquet.block.row.count.limit",

@@ -122,13 +122,16 @@ def load_scoring_model(cfg: Config) -> ScoringModel:
 
 def encode(cfg: Config, df: DataFrame, model: ScoringModel,
            keep: list[str] | None = None) -> DataFrame:
-    """Re-apply the saved tokenizer or feature encoding to prepared rows."""
+    """Re-apply the saved tokenizer or feature encoding to prepared rows (tabular
+    features in compact form, expanded where the model runs)."""
     from sparkforge import features, tokenize
 
     if cfg.is_text:
         return tokenize.tokenize_df(df, model.encoding,
                                     normalize=cfg.preprocess.normalize_unicode)
-    return features.transform(df, model.encoding, keep)
+    # Compact, in the JVM: a narrow row crosses into the scoring worker, which expands
+    # it; the dense vector through an Arrow UDF and back cost most of a tabular score run.
+    return features.compact(df, model.encoding, keep)
 
 
 def input_fingerprint(pattern: str) -> str:

@@ -115,7 +115,10 @@ def petastorm_converter(spark: SparkSession, cfg: Config, columns: list[str]) ->
             "train.loader='petastorm' needs petastorm 0.12.1 to be installed; it cannot import "
             "with pyarrow >= 15 or numpy >= 2, so it runs in its own environment: `make "
             "setup-petastorm`, then .venv-petastorm/bin/sparkforge train ...") from e
-    df = spark.read.parquet(str(cfg.out / "preprocessed" / "split=train")).select(*columns)
+    from sparkforge import features
+
+    df = spark.read.parquet(str(cfg.out / "preprocessed" / "split=train"))
+    df = df.select(*features.source_columns(columns, df.columns))
     # Many small row groups: petastorm deals whole row groups to ranks, so shards then
     # differ by a few rows at most, and no rank gets none.
     parts = max(8 * cfg.train.num_processes, df.rdd.getNumPartitions())

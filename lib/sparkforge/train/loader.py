@@ -45,6 +45,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sparkforge import features
+
 Batch = dict[str, np.ndarray]
 
 # bool[B] in every batch: True for rows repeated only to give every rank equal steps.
@@ -93,13 +95,22 @@ def _parquet_files(path: Path) -> list[Path]:
     return sorted(p for p in Path(path).rglob("*.parquet"))
 
 
+def stored_columns(files: Sequence[Path | str], columns: Sequence[str]) -> list[str]:
+    """The Parquet columns that hold ``columns`` (tabular ``features`` may be stored in
+    compact form: :func:`sparkforge.features.source_columns`)."""
+    if not files:
+        return list(columns)
+    return features.source_columns(columns, pq.read_schema(str(files[0])).names)
+
+
 def read_split(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
     """Read the columns a model needs from one split folder of ``preprocessed/`` (all rows)."""
     files = _parquet_files(Path(path))
     if not files:
         return {c: np.zeros((0,)) for c in columns}
-    table = pq.ParquetDataset([str(f) for f in files]).read(columns=columns)
-    return _table_to_numpy(table, columns)
+    stored = stored_columns(files, columns)
+    table = pq.ParquetDataset([str(f) for f in files]).read(columns=stored)
+    return features.densify(_table_to_numpy(table, stored))
 
 
 def read_head(path: Path, columns: list[str], rows: int) -> dict[str, np.ndarray]:
@@ -107,9 +118,11 @@ def read_head(path: Path, columns: list[str], rows: int) -> dict[str, np.ndarray
     by batch: a sample taken on the driver costs its own rows, not the split's."""
     parts: list[pa.RecordBatch] = []
     n = 0
-    for f in _parquet_files(Path(path)):
+    files = _parquet_files(Path(path))
+    stored = stored_columns(files, columns)
+    for f in files:
         for batch in pq.ParquetFile(str(f)).iter_batches(batch_size=max(min(rows, 8192), 1),
-                                                         columns=columns):
+                                                         columns=stored):
             parts.append(batch)
             n += batch.num_rows
             if n >= rows:
@@ -118,7 +131,8 @@ def read_head(path: Path, columns: list[str], rows: int) -> dict[str, np.ndarray
             break
     if not parts:
         return {c: np.zeros((0,)) for c in columns}
-    return _table_to_numpy(pa.Table.from_batches(parts).slice(0, rows), columns)
+    return features.densify(_table_to_numpy(pa.Table.from_batches(parts).slice(0, rows),
+                                            stored))
 
 
 def _concat(parts: list[Batch]) -> Batch:
@@ -246,6 +260,10 @@ class ArrowLoader:
         self.seed, self.shuffle, self.window_rows = seed, shuffle, max(window_rows, batch_size)
         self.groups = list_row_groups(self.path)
         self.n = sum(g.num_rows for g in self.groups)
+        # What is read: tabular features stay compact through the read, the window and
+        # the shuffle, and become dense one batch at a time (epoch).
+        self.stored = stored_columns([self.groups[0].path] if self.groups else [],
+                                     self.columns)
         # Rows decoded from Parquet in the last epoch (whole row groups), for tests/benchmarks.
         self.rows_read = 0
 
@@ -270,7 +288,7 @@ class ArrowLoader:
             # ones made rank memory grow with the data: 2.4 GiB at 1M rows, 4.0 at 5M).
             kept, pos = [], 0
             for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS,
-                                         row_groups=[s.group.index], columns=self.columns,
+                                         row_groups=[s.group.index], columns=self.stored,
                                          use_threads=False):
                 lo, hi = max(s.start - pos, 0), min(s.stop - pos, batch.num_rows)
                 pos += batch.num_rows
@@ -279,7 +297,7 @@ class ArrowLoader:
                     kept.append(batch.slice(lo, hi - lo))
                 if pos >= s.stop:
                     break
-            parts.append(_table_to_numpy(pa.Table.from_batches(kept), self.columns))
+            parts.append(_table_to_numpy(pa.Table.from_batches(kept), self.stored))
         return _concat(parts)
 
     def _windows(self, slices: list[Slice]) -> list[list[Slice]]:
@@ -294,6 +312,10 @@ class ArrowLoader:
         return [w for w in windows if w]
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
+        for batch in self._epoch(epoch):
+            yield features.densify(batch)
+
+    def _epoch(self, epoch: int) -> Iterator[Batch]:
         plan = self.plan(epoch)
         rng = np.random.default_rng([self.seed, epoch, self.rank, 1])
         self.rows_read = 0
@@ -336,6 +358,17 @@ class ArrowLoader:
 # petastorm
 
 
+def petastorm_columns(file_urls: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """The columns of the converter's files that hold ``columns`` (see
+    :func:`stored_columns`), from the first file's footer."""
+    from petastorm.fs_utils import get_filesystem_and_path_or_paths
+
+    if not file_urls:
+        return list(columns)
+    fs, path = get_filesystem_and_path_or_paths(file_urls[0])
+    return features.source_columns(columns, pq.read_schema(path, filesystem=fs).names)
+
+
 def petastorm_shard_rows(file_urls: Sequence[str], world: int) -> list[int]:
     """Rows petastorm gives each of ``world`` shards of these files (footers only).
 
@@ -363,6 +396,7 @@ class PetastormLoader:
     def __init__(self, converter: Any, columns: Sequence[str], rank: int, world: int,
                  batch_size: int, seed: int, shuffle: bool = True, workers_count: int = 1) -> None:
         self.converter, self.columns = converter, list(columns)
+        self.stored = petastorm_columns(converter.file_urls, self.columns)
         self.rank, self.world, self.batch_size = rank, world, batch_size
         self.seed, self.shuffle, self.workers_count = seed, shuffle, workers_count
         self.shard_rows = petastorm_shard_rows(converter.file_urls, world)
@@ -375,14 +409,15 @@ class PetastormLoader:
 
     def _to_numpy(self, tb: dict[str, Any]) -> Batch:
         out: Batch = {}
-        for c in self.columns:
+        for c in self.stored:
             v = tb[c].numpy() if hasattr(tb[c], "numpy") else np.asarray(tb[c])
             if v.dtype.kind in "iu":
                 v = v.astype(np.int64, copy=False)
             elif v.dtype.kind == "f" and v.ndim > 1:
                 v = v.astype(np.float32, copy=False)
             out[c] = v
-        out[PAD_KEY] = np.zeros(len(out[self.columns[0]]), dtype=bool)
+        out = features.densify(out)
+        out[PAD_KEY] = np.zeros(_length(out), dtype=bool)
         return out
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
@@ -394,7 +429,7 @@ class PetastormLoader:
                 batch_size=self.batch_size, num_epochs=1, workers_count=self.workers_count,
                 cur_shard=self.rank, shard_count=self.world, seed=self.seed + epoch,
                 shuffle_row_groups=self.shuffle, shuffle_rows=self.shuffle,
-                schema_fields=self.columns) as dl:
+                schema_fields=self.stored) as dl:
             for tb in dl:
                 batch = self._to_numpy(tb)
                 rows += _length(batch)
