@@ -65,6 +65,8 @@ class Prepared:
     categorical_columns: list[str]
     # how each inferred column's type was decided: {col: {type, non_null, parsed}}
     type_evidence: dict[str, dict[str, object]] = field(default_factory=dict)
+    # every row read, kept or quarantined (cached): what a stage counts its rows in from
+    rows: DataFrame | None = None
 
 
 def q(name: str) -> str:
@@ -418,4 +420,4 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     if fitted is None:
         kept = kept.withColumn(FOLD, fold_column(F.col("id"), split.seed))
     return Prepared(kept=kept, quarantine=quarantine, numeric_columns=numeric,
-                    categorical_columns=categorical, type_evidence=evidence)
+                    categorical_columns=categorical, type_evidence=evidence, rows=df)

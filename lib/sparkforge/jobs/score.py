@@ -4,8 +4,8 @@ The table (``score.input``, default ``data.input``) is read raw and the saved
 preprocessing is re-applied (``model/tokenizer.json`` or ``model/preprocessor.json``,
 the training labels and categories). Every artifact is checked against the manifest's
 sha256 before it is used (:func:`load_scoring_model`). Rows that cannot be scored are
-quarantined with a reason; the rows read are counted from the input itself and
-``rows_in == rows_scored + rows_quarantined (+ rows_skipped when incremental)`` is
+quarantined with a reason; the rows read are counted as read, before any is kept or
+quarantined, and ``rows_in == rows_scored + rows_quarantined (+ rows_skipped when incremental)`` is
 checked before anything is published.
 
 Each variant runs on ``score.backend`` (onnxruntime, or torch for the variants compress
@@ -201,17 +201,9 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
     selection, selected = model.selection, model.selected
     source = cfg.score.input or cfg.data.input
     keep = list(cfg.score.passthrough_columns)
-    # Counted from a read of the input of its own, not from what prepare() returns.
-    n_in = read_raw(spark, cfg, source).count()
     prep = prepare(spark, cfg, stage="score", fitted=model.fitted, input_path=source,
                    keep_columns=keep)
     kept = prep.kept
-    if RunDir(out).preprocessed.exists():
-        # Rows the pipeline saw keep their train/val/test split (stratified splits cannot
-        # be recomputed row by row); rows it never saw are "new".
-        kept = (kept.join(_seen_splits(spark, cfg), "id", "left")
-                .withColumn("split", F.coalesce(F.col("_seen"), F.lit(NEW_SPLIT)))
-                .drop("_seen"))
     scores_dir = RunDir(out).scores
     skipped = 0
     if cfg.run.incremental:
@@ -222,7 +214,15 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
             before = kept.count()
             kept = kept.join(done, "id", "left_anti")
             skipped = before - kept.count()
-    encoded = encode(cfg, kept, model, keep).cache()
+    encoded = encode(cfg, kept, model, keep)
+    if RunDir(out).preprocessed.exists():
+        # Rows the pipeline saw keep their train/val/test split (stratified splits cannot
+        # be recomputed row by row); rows it never saw are "new". Joined once encoded: the
+        # narrow rows are what the join shuffles, not the raw columns.
+        encoded = (encoded.join(_seen_splits(spark, cfg), "id", "left")
+                   .withColumn("split", F.coalesce(F.col("_seen"), F.lit(NEW_SPLIT)))
+                   .drop("_seen"))
+    encoded = encoded.cache()
 
     inputs = task_input_names(text=cfg.is_text)
     threads = int(spark.conf.get("spark.task.cpus", "1") or "1")
@@ -254,6 +254,10 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
                    spark.read.parquet(str(q_staging)).groupBy("reason").count().collect()}
         n_scored = counts.get(selected, 0)
         n_quarantined = sum(reasons.values())
+        # Every row the read gave prepare(), counted before any was kept or quarantined
+        # (from its cache, which scoring filled: no second parse of the input).
+        assert prep.rows is not None
+        n_in = prep.rows.count()
         check_row_counts(n_in, n_scored, n_quarantined, skipped, source)
         drift = _drift(spark, cfg, model, encoded if cfg.is_text else kept,
                        written.filter(F.col("model_variant") == selected))
