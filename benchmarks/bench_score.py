@@ -376,7 +376,12 @@ def make_pbudf(w: Workload) -> Any:
         return_type=T.StructType([T.StructField("prediction", T.StringType()),
                                   T.StructField("probability", T.ArrayType(T.DoubleType()))]),
         batch_size=BATCH,
-        input_tensor_shapes=[None if w.widths[n] is None else [w.widths[n]] for n in stored])
+        input_tensor_shapes=[_shape(w.widths[n]) for n in stored])
+
+
+def _shape(width: int | None) -> list[int] | None:
+    """predict_batch_udf's shape of one input column: [width] for arrays, None scalars."""
+    return None if width is None else [width]
 
 
 def spark_pbudf(udf: Any, w: Workload, df: Any) -> Any:

@@ -114,6 +114,19 @@ def traced(trace: Path, epoch: int, world: int) -> tuple[Counter[str], int, list
     return counts, pad, steps
 
 
+def encode_dense(df: Any, stats: dict[str, Any], columns: list[str]) -> Any:
+    """Prepared rows of ``df`` encoded as scoring encodes them (``features.compact`` in
+    Spark), collected with ``columns`` and a dense ``features`` column (one array a row)."""
+    from sparkforge import features
+
+    pdf = features.compact(df, stats).select(*columns, *features.COMPACT).toPandas()
+    dense = features.densify({c: (pdf[c].to_numpy() if c == features.DIM
+                                  else np.stack(pdf[c].to_numpy())) for c in features.COMPACT})
+    out = pdf[columns].copy()
+    out[features.FEATURES] = list(dense[features.FEATURES])
+    return out
+
+
 def read_preprocessed(path: Path, columns: list[str]) -> Any:
     """``columns`` of a ``preprocessed/`` folder (``split`` from the folder names) as a
     pandas frame, with ``features`` dense (one float32 array per row) whether it is stored

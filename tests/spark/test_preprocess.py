@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from _train_helpers import read_preprocessed
+from _train_helpers import encode_dense, read_preprocessed
 
 from sparkforge.artifacts import read_json
 from sparkforge.config import load_config
@@ -178,9 +178,10 @@ def test_encoding_survives_the_json_round_trip(spark, tmp_path: Path) -> None:
     stats = features.fit(df, ["zeta", "alpha"], ["mid"])
     (tmp_path / "p.json").write_text(json.dumps(stats, sort_keys=True))
     again = json.loads((tmp_path / "p.json").read_text())
-    a, _ = features.transform_pandas(pdf, stats)
-    b, _ = features.transform_pandas(pdf, again)
-    np.testing.assert_array_equal(a, b)
+    a = encode_dense(df, stats, [])["features"]
+    b = encode_dense(df, again, [])["features"]
+    np.testing.assert_array_equal(np.stack(a.to_numpy()), np.stack(b.to_numpy()))
+    assert np.stack(a.to_numpy()).shape == (3, stats["dim"])
 
 
 def test_regression_label_of_the_wrong_type_is_quarantined(spark, tmp_path: Path) -> None:

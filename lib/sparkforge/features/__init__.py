@@ -7,8 +7,9 @@ train values and values never seen in training alike, by a fixed hash of the val
 the same value always lands in the same bucket), then one slot for nulls. No value ever
 needs quarantining at scoring, and rare values still carry signal through their bucket.
 
-The fitted state is a small JSON document (``model/preprocessor.json``) shipped to
-executors in the UDF closure; scoring re-applies the same document.
+The fitted state is a small JSON document (``model/preprocessor.json``); preprocess and
+scoring apply it in Spark SQL (:func:`compact`), and whoever feeds a model expands the
+compact rows to the dense vector one batch at a time (:func:`densify`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import logging
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-
-import pandas as pd  # transform_pandas takes and the tests build pandas frames
 
 if TYPE_CHECKING:
     import numpy as np
@@ -155,48 +154,6 @@ def bucket_of(value: str, buckets: int) -> int:
     return zlib.crc32(value.encode("utf-8")) % buckets
 
 
-def _positions(codes: np.ndarray, uniques: Sequence[Any], vocab: dict[str, int],
-               buckets: int, null_pos: int) -> tuple[np.ndarray, np.ndarray]:
-    """Slot within the block of each row from factorized values (codes < 0 = null), and
-    whether it is outside the vocabulary; Python work is per distinct value, not per row."""
-    import numpy as np
-
-    k = len(vocab)
-    upos = np.array([vocab[u] if u in vocab else k + bucket_of(str(u), buckets)
-                     for u in (str(x) for x in uniques)] + [null_pos], dtype=np.int64)
-    pos = upos[np.where(codes < 0, len(uniques), codes)]
-    return pos, (codes >= 0) & (pos >= k) & (pos != null_pos)
-
-
-def _encode(numeric: dict[str, np.ndarray],
-            categorical: dict[str, tuple[np.ndarray, Sequence[Any]]], n: int,
-            stats: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    import numpy as np
-
-    out = np.zeros((n, stats["dim"]), dtype=np.float32)
-    unknown = np.zeros(n, dtype=bool)
-    j = 0
-    # Column order is the sorted names: the JSON file is written with sorted keys, so
-    # this is the one order that survives the round trip to scoring.
-    for c in sorted(stats["numeric"]):
-        s = stats["numeric"][c]
-        v = numeric[c]
-        out[:, j] = (np.where(np.isnan(v), s["mean"], v) - s["mean"]) / s["std"]
-        j += 1
-    rows = np.arange(n)
-    for c in sorted(stats["categorical"]):
-        cats = stats["categorical"][c]
-        buckets, null_slot = _block(stats, c)
-        null_pos = len(cats) if null_slot is None else null_slot
-        codes, uniques = categorical[c]
-        pos, outside = _positions(codes, uniques, {v: i for i, v in enumerate(cats)},
-                                  buckets, null_pos)
-        unknown |= outside
-        out[rows, j + pos] = 1.0
-        j += len(cats) + buckets + (0 if null_slot is None else 1)
-    return out, unknown
-
-
 # The compact form of the encoded features, what preprocess writes and scoring feeds its
 # workers: the standardized numerics, per categorical column the position of its one slot
 # in the dense vector, and the dense width (a constant column: Parquet stores it in a few
@@ -213,16 +170,19 @@ def compact_sql(stats: dict[str, Any]) -> tuple[str, str]:
     categorical ones as trimmed strings (what ``prepare`` keeps).
 
     Native Spark expressions, no Python: the vocabulary is a map literal, the hashed
-    bucket Spark's ``crc32`` (zlib's CRC-32 of the UTF-8 bytes, as :func:`bucket_of`), so
-    every position equals :func:`_encode`'s. Written as SQL text: one JVM call for all
-    columns (see ``data/prepare.py``)."""
+    bucket Spark's ``crc32`` (zlib's CRC-32 of the UTF-8 bytes, as :func:`bucket_of`).
+    The dense layout is the one every model was trained on: the numeric columns (sorted
+    by name: the JSON file's key order, the one order that survives its round trip), then
+    per categorical column (sorted) its vocabulary, its hashed buckets and its null slot
+    (files written before the hashed tail: one bucket that nulls share, see ``_block``).
+    Written as SQL text: one JVM call for all columns (see ``data/prepare.py``)."""
     from sparkforge.data.prepare import q, sql_str
 
     values = []
     for c in sorted(stats["numeric"]):
         s = stats["numeric"][c]
         mean, std = repr(float(s["mean"])), repr(float(s["std"]))
-        # float64 arithmetic, then float32: numpy's order in _encode.
+        # float64 arithmetic, then float32 (what the model is fed).
         values.append(f"CAST((coalesce({q(c)}, CAST('{mean}' AS DOUBLE)) - "
                       f"CAST('{mean}' AS DOUBLE)) / CAST('{std}' AS DOUBLE) AS FLOAT)")
     slots = []
@@ -246,8 +206,8 @@ def compact_sql(stats: dict[str, Any]) -> tuple[str, str]:
 
 def compact(df: DataFrame, stats: dict[str, Any], keep: list[str] | None = None
             ) -> DataFrame:
-    """:func:`transform`'s result in compact form, computed in the JVM: the raw feature
-    columns (but those in ``keep``) replaced by ``feature_values``, ``feature_slots`` and
+    """``df``'s prepared rows encoded, in compact form, in the JVM: the raw feature columns
+    (but those in ``keep``) replaced by ``feature_values``, ``feature_slots`` and
     ``feature_dim``.
 
     What preprocess writes and scoring hands its workers: for a census-like table 40
@@ -299,50 +259,3 @@ def densify(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out[FEATURES] = expand(values.reshape(n, -1), slots.reshape(n, -1),
                            int(dims[0]) if n else 0)
     return out
-
-
-def transform_pandas(pdf: pd.DataFrame, stats: dict[str, Any]) -> tuple[Any, Any]:
-    """(features float32[N, dim], flags bool[N] of rows with a value outside the
-    vocabulary, which went to a hashed bucket) for a pandas batch."""
-    numeric = {c: pdf[c].astype("float64").to_numpy() for c in stats["numeric"]}
-    categorical: dict[str, tuple[np.ndarray, Sequence[Any]]] = {}
-    for c in stats["categorical"]:
-        codes, uniques = pd.factorize(pdf[c], use_na_sentinel=True)
-        categorical[c] = (codes, list(uniques))
-    return _encode(numeric, categorical, len(pdf), stats)
-
-
-def transform(df: DataFrame, stats: dict[str, Any], keep: list[str] | None = None
-              ) -> DataFrame:
-    """Replace the raw feature columns (but those in ``keep``) by one ``features``
-    array<float> column.
-
-    An Arrow UDF: values are dictionary-encoded in Arrow, the matrix is filled with
-    numpy, and the list column is built around its buffer without a Python object per
-    row or per value."""
-    from pyspark.sql import functions as F
-
-    from sparkforge.spark.udf import arrow_udf
-
-    cols = sorted(stats["numeric"]) + sorted(stats["categorical"])
-    n_num = len(stats["numeric"])
-
-    def _encode_arrow(*arrays: Any) -> Any:
-        import numpy as np
-        import pyarrow as pa
-
-        n = len(arrays[0]) if arrays else 0
-        numeric = {c: a.cast(pa.float64()).to_numpy(zero_copy_only=False)
-                   for c, a in zip(cols[:n_num], arrays[:n_num], strict=True)}
-        categorical = {}
-        for c, a in zip(cols[n_num:], arrays[n_num:], strict=True):
-            d = a.cast(pa.string()).dictionary_encode()
-            codes = d.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-            categorical[c] = (codes, d.dictionary.to_pylist())
-        feats, _ = _encode(numeric, categorical, n, stats)
-        offsets = np.arange(0, (n + 1) * stats["dim"], stats["dim"], dtype=np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(feats.reshape(-1)))
-
-    udf = arrow_udf("array<float>")(_encode_arrow)
-    rest = [c for c in df.columns if c not in cols or c in (keep or [])]
-    return df.select(*rest, udf(*[F.col(c) for c in cols]).alias("features"))
