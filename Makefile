@@ -31,7 +31,7 @@ PST_TESTS := tests/spark/test_train_petastorm.py tests/spark/test_floor_pipeline
 
 .PHONY: bench-scale setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
 	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train \
-	bench-quality bench-preprocess bench-text-model \
+	bench-quality bench-preprocess bench-score-stage bench-text-model \
 	cluster-up cluster-down package connect-up connect-down
 
 setup: $(STAMP)
@@ -176,6 +176,9 @@ bench-text-model: setup
 
 bench-preprocess: setup
 	$(BIN)/python -m benchmarks.bench_preprocess --rows 300000 --cols 40 --repeat 3
+
+bench-score-stage: setup
+	$(BIN)/python -m benchmarks.bench_score_stage --rows 300000 --cols 40 --repeat 2
 
 # Issue 13's scale table: preprocess, a capped training epoch and score at 1M, 5M and 20M
 # generated rows, wall time and peak memory per stage (hours on 2 cores; not part of

@@ -121,11 +121,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                 "--set", f"run.date=2026-01-{r + 1:02d}"],
                                    tmp / f"{side}-{r}.log", args.cores)
                     walls[side].append(w)
-                    man = json.loads((mine / "manifest.json").read_text())
-                    sec = next(v for k, v in man.items() if k.startswith("score")
-                               and isinstance(v, dict) and "rows_scored" in v)
-                    rows[side] = (sec["rows_in"], sec["rows_scored"],
-                                  sec["rows_quarantined"])
+                    date = f"2026-01-{r + 1:02d}"
+                    man = json.loads((mine / "scores" / f"run_date={date}" /
+                                      "_run_manifest.json").read_text())
+                    rows[side] = (man["rows_in"], man["rows_scored"], man["rows_quarantined"])
                     print(f"run {r + 1}/{args.repeat} {side}: {w:.1f} s, rows in/scored/"
                           f"quarantined {rows[side]}", flush=True)
         finally:
