@@ -118,12 +118,21 @@ def run_once(lib: Path, table: Path, out: Path, cores: int, log: Path) -> tuple[
     events.mkdir()
     submit = (f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={events} "
               "--conf spark.eventLog.compress=false pyspark-shell")
+    wall = run_sparkforge(lib, ["preprocess", "--config", str(cfg),
+                                "--set", f"data.input={table}", "--set", f"output.dir={out}",
+                                "--set", "preprocess.max_quarantine_fraction=0.5",
+                                "--set", "preprocess.dedupe=true"],
+                          log, cores, {"PYSPARK_SUBMIT_ARGS": submit})
+    return wall, spark_jobs(events)
+
+
+def run_sparkforge(lib: Path, args: list[str], log: Path, cores: int,
+                   env: dict[str, str] | None = None) -> float:
+    """Wall seconds of one ``python -m sparkforge`` process (a fresh JVM) with ``lib`` on
+    PYTHONPATH and ``spark.master=local[cores]``; its output goes to ``log``."""
     env = {**os.environ, "PYTHONPATH": str(lib), "PYSPARK_PYTHON": sys.executable,
-           "PYSPARK_SUBMIT_ARGS": submit}
-    cmd = [sys.executable, "-m", "sparkforge", "preprocess", "--config", str(cfg),
-           "--set", f"data.input={table}", "--set", f"output.dir={out}",
-           "--set", f"spark.master=local[{cores}]",
-           "--set", "preprocess.max_quarantine_fraction=0.5", "--set", "preprocess.dedupe=true"]
+           **(env or {})}
+    cmd = [sys.executable, "-m", "sparkforge", *args, "--set", f"spark.master=local[{cores}]"]
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
@@ -131,18 +140,21 @@ def run_once(lib: Path, table: Path, out: Path, cores: int, log: Path) -> tuple[
     wall = time.perf_counter() - t0
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
-        raise SystemExit(f"preprocess failed (exit {rc}) with PYTHONPATH={lib}:\n{tail}")
-    return wall, spark_jobs(events)
+        raise SystemExit(f"sparkforge {args[0]} failed (exit {rc}) with PYTHONPATH={lib}:"
+                         f"\n{tail}")
+    return wall
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+def arg_parser(doc: str | None, repeat: int, old: str) -> argparse.ArgumentParser:
+    """The old-vs-new benchmarks' options (this one's and ``bench_score_stage``'s)."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=300_000, help="rows (default 300,000)")
     p.add_argument("--cols", type=int, default=40, help="feature columns (default 40)")
-    p.add_argument("--repeat", type=int, default=3, help="runs of each side (default 3)")
+    p.add_argument("--repeat", type=int, default=repeat,
+                   help=f"runs of each side (default {repeat})")
     p.add_argument("--cores", type=int, default=2, help="local[N] for both sides (default 2)")
-    p.add_argument("--old", default=OLD_COMMIT, help=f"old commit (default {OLD_COMMIT})")
+    p.add_argument("--old", default=old, help=f"old commit (default {old})")
     p.add_argument("--cache", type=Path,
                    default=Path(tempfile.gettempdir()) / "sparkforge-bench-preprocess",
                    help="folder for the generated table (kept between runs)")
@@ -150,6 +162,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="smoke run: 20,000 rows, 1 run each, prints instead of writing md")
     p.add_argument("--no-md", action="store_true", help="print instead of updating "
                    "BENCHMARKS.md")
+    return p
+
+
+def checked_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.rows, args.repeat, args.no_md = 20_000, 1, True
@@ -158,8 +174,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return checked_args(arg_parser(__doc__, 3, OLD_COMMIT), argv)
+
+
+def start(args: argparse.Namespace) -> tuple[str, tuple[float, float, float], Path]:
+    """(start time, load average, the generated table: written once, then reused)."""
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     load = os.getloadavg()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -167,6 +187,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not table.exists():
         print(f"writing {table} ...", flush=True)
         make_table(table, args.rows, args.cols)
+    return started, load, table
+
+
+def summary(walls: dict[str, list[float]], started: str, load: tuple[float, float, float],
+            argv: list[str] | None) -> tuple[dict[str, float], float, str, str]:
+    """(median per side, old / new ratio, the command's arguments, the machine line)."""
+    import pyspark
+
+    med = {s: statistics.median(v) for s, v in walls.items()}
+    m = machine()
+    line = (f"- machine: nproc {m['nproc']}, {m['cpu']}, {m['ram']} RAM, Python {m['python']}, "
+            f"pyspark {pyspark.__version__}; {started} UTC; load average at start "
+            f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    argv_s = " ".join(argv if argv is not None else sys.argv[1:])
+    return med, med["old"] / med["new"], argv_s, line
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    started, load, table = start(args)
     walls: dict[str, list[float]] = {"old": [], "new": []}
     jobs: dict[str, list[int]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp_s:
@@ -187,17 +227,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                             str(wt)], check=False, capture_output=True)
-    med = {s: statistics.median(v) for s, v in walls.items()}
-    ratio = med["old"] / med["new"]
-    argv_s = " ".join(argv if argv is not None else sys.argv[1:])
-    m = machine()
-    import pyspark
-
+    med, ratio, argv_s, machine_line = summary(walls, started, load, argv)
     text = "\n".join([
-        SECTION, "",
-        f"- machine: nproc {m['nproc']}, {m['cpu']}, {m['ram']} RAM, Python {m['python']}, "
-        f"pyspark {pyspark.__version__}; {started} UTC; load average at start "
-        f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
+        SECTION, "", machine_line,
         f"- data: a generated CSV of {args.rows:,} rows x {args.cols} feature columns "
         f"({args.cols - max(1, int(args.cols * 0.4))} numeric, {max(1, int(args.cols * 0.4))} "
         "categorical of 2 to 3,000 values, a few % nulls), no id column, a ~6% positive "

@@ -20,20 +20,23 @@ runs each, and the ratio of the median wall times is reported.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
 import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import machine, write_section
-from benchmarks.bench_preprocess import make_table, old_worktree
+from benchmarks._common import write_section
+from benchmarks.bench_preprocess import (
+    arg_parser,
+    checked_args,
+    old_worktree,
+    run_sparkforge,
+    start,
+    summary,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -41,55 +44,18 @@ SECTION = "## Score stage"
 OLD_COMMIT = "c93e49c"
 
 
-def sparkforge(lib: Path, args: list[str], log: Path, cores: int) -> float:
-    """Wall seconds of one ``python -m sparkforge`` run with ``lib`` on PYTHONPATH."""
-    env = {**os.environ, "PYTHONPATH": str(lib), "PYSPARK_PYTHON": sys.executable}
-    cmd = [sys.executable, "-m", "sparkforge", *args, "--set", f"spark.master=local[{cores}]"]
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                            cwd=lib.parent).returncode
-    wall = time.perf_counter() - t0
-    if rc != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
-        raise SystemExit(f"sparkforge {args[0]} failed (exit {rc}) with PYTHONPATH={lib}:"
-                         f"\n{tail}")
-    return wall
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=300_000, help="rows (default 300,000)")
-    p.add_argument("--cols", type=int, default=40, help="feature columns (default 40)")
-    p.add_argument("--repeat", type=int, default=2, help="runs of each side (default 2)")
-    p.add_argument("--cores", type=int, default=2, help="local[N] for both sides (default 2)")
+    p = arg_parser(__doc__, 2, OLD_COMMIT)
     p.add_argument("--epochs", type=int, default=2, help="training epochs of the run (2)")
-    p.add_argument("--old", default=OLD_COMMIT, help=f"old commit (default {OLD_COMMIT})")
-    p.add_argument("--cache", type=Path,
-                   default=Path(tempfile.gettempdir()) / "sparkforge-bench-preprocess",
-                   help="folder for the generated table (shared with bench_preprocess)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 20,000 rows, 1 run each, prints instead of writing md")
-    p.add_argument("--no-md", action="store_true", help="print instead of updating "
-                   "BENCHMARKS.md")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.rows, args.repeat, args.no_md = 20_000, 1, True
-    if min(args.rows, args.cols, args.repeat, args.cores, args.epochs) < 1:
-        p.error("--rows, --cols, --repeat, --cores and --epochs must be >= 1")
+    args = checked_args(p, argv)
+    if args.epochs < 1:
+        p.error("--epochs must be >= 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
-    load = os.getloadavg()
-    args.cache.mkdir(parents=True, exist_ok=True)
-    table = args.cache / f"mixed_{args.rows}x{args.cols}.csv"
-    if not table.exists():
-        print(f"writing {table} ...", flush=True)
-        make_table(table, args.rows, args.cols)
+    started, load, table = start(args)
     walls: dict[str, list[float]] = {"old": [], "new": []}
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-score-stage-") as tmp_s:
@@ -105,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "--set", "evaluate.baseline=false"]
             t0 = time.perf_counter()
             for stage in ("preprocess", "train", "compress"):
-                sparkforge(libs["old"], [stage, *common], tmp / f"build-{stage}.log",
+                run_sparkforge(libs["old"], [stage, *common], tmp / f"build-{stage}.log",
                            args.cores)
             print(f"run directory built by the old code in {time.perf_counter() - t0:.0f} s",
                   flush=True)
@@ -117,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         shutil.copytree(run, mine)
                     argv_side = [a if not a.startswith("output.dir=") else f"output.dir={mine}"
                                  for a in common]
-                    w = sparkforge(libs[side], ["score", *argv_side,
+                    w = run_sparkforge(libs[side], ["score", *argv_side,
                                                 "--set", f"run.date=2026-01-{r + 1:02d}"],
                                    tmp / f"{side}-{r}.log", args.cores)
                     walls[side].append(w)
@@ -132,17 +98,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             str(wt)], check=False, capture_output=True)
     if rows["old"] != rows["new"]:
         raise SystemExit(f"the sides scored different rows: {rows}")
-    med = {s: statistics.median(v) for s, v in walls.items()}
-    ratio = med["old"] / med["new"]
-    argv_s = " ".join(argv if argv is not None else sys.argv[1:])
-    m = machine()
-    import pyspark
-
+    med, ratio, argv_s, machine_line = summary(walls, started, load, argv)
     text = "\n".join([
-        SECTION, "",
-        f"- machine: nproc {m['nproc']}, {m['cpu']}, {m['ram']} RAM, Python {m['python']}, "
-        f"pyspark {pyspark.__version__}; {started} UTC; load average at start "
-        f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
+        SECTION, "", machine_line,
         f"- data: `bench_preprocess`'s generated CSV, {args.rows:,} rows x {args.cols} "
         "feature columns + the label; one run directory built by the old code "
         f"(`tabular_classification.yaml`, {args.epochs} epochs, `int8_dynamic`, no "

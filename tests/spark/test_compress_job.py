@@ -237,7 +237,11 @@ def test_a_poor_neural_model_is_replaced_by_the_baseline_and_its_scores_are_skle
                  ).to_csv(inp, index=False)
     cfg = load_config(ROOT / "conf" / "tabular_classification.yaml", [
         f"data.input={inp}", "data.label_column=y", f"output.dir={out}",
-        "train.hidden_dim=8", "run.date=2026-11-26"])
+        "train.hidden_dim=8", "run.date=2026-11-26",
+        # Accuracy decides here, not latency: both models run in well under a millisecond,
+        # and on a loaded machine the baseline measured 1.32x fp32's, over the default 1.25
+        # (the decision then read "rejected: ... latency" and this test failed).
+        "compress.max_latency_ratio=100"])
     run_preprocess(spark, cfg)
     spec = model_spec(cfg, pretrained=False)
     torch = pytest.importorskip("torch")
