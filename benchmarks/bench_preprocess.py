@@ -204,6 +204,15 @@ def summary(walls: dict[str, list[float]], started: str, load: tuple[float, floa
     return med, med["old"] / med["new"], argv_s, line
 
 
+def report(args: argparse.Namespace, section: str, text: str, walls: dict[str, list[float]],
+           med: dict[str, float], ratio: float) -> dict[str, Any]:
+    """Print the section, write it to BENCHMARKS.md (unless --no-md), return the figures."""
+    print(text)
+    if not args.no_md:
+        write_section(BENCHMARKS_MD, section, text)
+    return {"walls": walls, "median": med, "ratio": ratio}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     started, load, table = start(args)
@@ -247,10 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{', '.join(f'{x:.1f}' for x in v)} | {max(jobs[s])} |" for s, v in walls.items()],
         "", f"New is **{ratio:.2f}x** faster than old (ratio of the medians).", "",
         WHAT_CHANGED, ""])
-    print(text)
-    if not args.no_md:
-        write_section(BENCHMARKS_MD, SECTION, text)
-    return {"walls": walls, "median": med, "ratio": ratio}
+    return report(args, SECTION, text, walls, med, ratio)
 
 
 if __name__ == "__main__":

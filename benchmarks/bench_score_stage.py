@@ -28,18 +28,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import write_section
 from benchmarks.bench_preprocess import (
     arg_parser,
     checked_args,
     old_worktree,
+    report,
     run_sparkforge,
     start,
     summary,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Score stage"
 OLD_COMMIT = "c93e49c"
 
@@ -118,10 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         *[f"| {s} | {med[s]:.1f} | {min(v):.1f} - {max(v):.1f} | "
           f"{', '.join(f'{x:.1f}' for x in v)} |" for s, v in walls.items()],
         "", f"New is **{ratio:.2f}x** faster than old (ratio of the medians).", ""])
-    print(text)
-    if not args.no_md:
-        write_section(BENCHMARKS_MD, SECTION, text)
-    return {"walls": walls, "median": med, "ratio": ratio}
+    return report(args, SECTION, text, walls, med, ratio)
 
 
 if __name__ == "__main__":

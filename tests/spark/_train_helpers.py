@@ -114,17 +114,25 @@ def traced(trace: Path, epoch: int, world: int) -> tuple[Counter[str], int, list
     return counts, pad, steps
 
 
+def _with_dense_features(pdf: Any, columns: list[str]) -> Any:
+    """``pdf``'s ``columns`` with ``features`` (stored dense or compact) as one dense
+    float32 array per row."""
+    from sparkforge import features
+
+    out = pdf[[c for c in columns if c != features.FEATURES]].copy()
+    if features.FEATURES in columns:
+        out[features.FEATURES] = list(features.from_pandas(pdf, [features.FEATURES])
+                                      [features.FEATURES])
+    return out[columns]
+
+
 def encode_dense(df: Any, stats: dict[str, Any], columns: list[str]) -> Any:
     """Prepared rows of ``df`` encoded as scoring encodes them (``features.compact`` in
     Spark), collected with ``columns`` and a dense ``features`` column (one array a row)."""
     from sparkforge import features
 
     pdf = features.compact(df, stats).select(*columns, *features.COMPACT).toPandas()
-    dense = features.densify({c: (pdf[c].to_numpy() if c == features.DIM
-                                  else np.stack(pdf[c].to_numpy())) for c in features.COMPACT})
-    out = pdf[columns].copy()
-    out[features.FEATURES] = list(dense[features.FEATURES])
-    return out
+    return _with_dense_features(pdf, [*columns, features.FEATURES])
 
 
 def read_preprocessed(path: Path, columns: list[str]) -> Any:
@@ -137,12 +145,4 @@ def read_preprocessed(path: Path, columns: list[str]) -> Any:
 
     data = pads.dataset(str(path), format="parquet", partitioning="hive")
     stored = features.source_columns(columns, data.schema.names)
-    t = data.to_table(columns=stored)
-    pdf = t.drop([c for c in features.COMPACT if c in stored]).to_pandas()
-    if features.VALUES in stored:
-        dense = features.densify({
-            features.VALUES: np.stack(t.column(features.VALUES).to_numpy(zero_copy_only=False)),
-            features.SLOTS: np.stack(t.column(features.SLOTS).to_numpy(zero_copy_only=False)),
-            features.DIM: t.column(features.DIM).to_numpy()})[features.FEATURES]
-        pdf[features.FEATURES] = list(dense)
-    return pdf[columns]
+    return _with_dense_features(data.to_table(columns=stored).to_pandas(), columns)

@@ -188,13 +188,7 @@ def sample_split(spark: SparkSession, cfg: Config, split: str, rows: int,
     # Tabular features come compact (a few numbers a row) and are expanded here: dense
     # rows of a wide table (821 floats x 200k rows) filled the driver JVM's heap.
     pdf: Any = df.sample(fraction=fraction, seed=cfg.train.seed).limit(rows).toPandas()
-    out: dict[str, np.ndarray] = {}
-    for c in stored:
-        if c in INPUT_DTYPES or c in (features.VALUES, features.SLOTS):
-            out[c] = np.stack(pdf[c].to_numpy()) if len(pdf) else np.zeros((0, 0))
-        else:
-            out[c] = pdf[c].to_numpy()
-    out = features.densify(out)
+    out = features.from_pandas(pdf, columns)
     for c in columns:
         if c in INPUT_DTYPES:
             out[c] = out[c].astype(INPUT_DTYPES[c])

@@ -61,12 +61,12 @@ class Fitted:
 class Prepared:
     kept: DataFrame          # id, label, split, + text or the feature columns
     quarantine: DataFrame    # stage, reason, id, raw
+    # every row read, kept or quarantined (cached): what a stage counts its rows in from
+    rows: DataFrame
     numeric_columns: list[str]
     categorical_columns: list[str]
     # how each inferred column's type was decided: {col: {type, non_null, parsed}}
     type_evidence: dict[str, dict[str, object]] = field(default_factory=dict)
-    # every row read, kept or quarantined (cached): what a stage counts its rows in from
-    rows: DataFrame | None = None
 
 
 def q(name: str) -> str:
@@ -419,5 +419,5 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     kept = kept.drop("_split_key")
     if fitted is None:
         kept = kept.withColumn(FOLD, fold_column(F.col("id"), split.seed))
-    return Prepared(kept=kept, quarantine=quarantine, numeric_columns=numeric,
-                    categorical_columns=categorical, type_evidence=evidence, rows=df)
+    return Prepared(kept=kept, quarantine=quarantine, rows=df, numeric_columns=numeric,
+                    categorical_columns=categorical, type_evidence=evidence)

@@ -253,9 +253,26 @@ def densify(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return batch
     out = {k: v for k, v in batch.items() if k not in COMPACT}
     dims = np.asarray(batch[DIM]).reshape(-1)
-    values = np.asarray(batch[VALUES], dtype=np.float32)
-    slots = np.asarray(batch[SLOTS], dtype=np.int64)
     n = len(dims)
-    out[FEATURES] = expand(values.reshape(n, -1), slots.reshape(n, -1),
-                           int(dims[0]) if n else 0)
+    if not n:
+        out[FEATURES] = np.zeros((0, 0), dtype=np.float32)
+        return out
+    values = np.asarray(batch[VALUES], dtype=np.float32).reshape(n, -1)
+    slots = np.asarray(batch[SLOTS], dtype=np.int64).reshape(n, -1)
+    out[FEATURES] = expand(values, slots, int(dims[0]))
     return out
+
+
+def from_pandas(pdf: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``names`` of a pandas frame of stored rows as arrays: array-valued columns as
+    [rows, width], the others as they are, and ``features`` dense whether the frame holds
+    it dense or compact."""
+    import numpy as np
+
+    out = {}
+    for c in source_columns(names, list(pdf.columns)):
+        v = pdf[c].to_numpy()
+        if v.dtype == object and len(v) and isinstance(v[0], (np.ndarray, list)):
+            v = np.stack(v)
+        out[c] = v
+    return densify(out)

@@ -231,9 +231,7 @@ def model_inputs(pdf: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
     compact tabular features expanded)."""
     from sparkforge import features
 
-    feeds = features.densify({c: pdf[c].to_numpy() if c == features.DIM
-                              else np.stack(pdf[c].to_numpy())
-                              for c in features.source_columns(names, list(pdf.columns))})
+    feeds = features.from_pandas(pdf, names)
     return trim_padding({n: feeds[n].astype(INPUT_DTYPES[n], copy=False) for n in names})
 
 

@@ -5,8 +5,8 @@ preprocessing is re-applied (``model/tokenizer.json`` or ``model/preprocessor.js
 the training labels and categories). Every artifact is checked against the manifest's
 sha256 before it is used (:func:`load_scoring_model`). Rows that cannot be scored are
 quarantined with a reason; the rows read are counted as read, before any is kept or
-quarantined, and ``rows_in == rows_scored + rows_quarantined (+ rows_skipped when incremental)`` is
-checked before anything is published.
+quarantined, and ``rows_in == rows_scored + rows_quarantined (+ rows_skipped when
+incremental)`` is checked before anything is published.
 
 Each variant runs on ``score.backend`` (onnxruntime, or torch for the variants compress
 saved a torch form of; the others stay on onnxruntime), chosen by
@@ -41,7 +41,6 @@ from sparkforge.artifacts import (
 )
 from sparkforge.config import Config, ConfigError
 from sparkforge.data.prepare import Fitted, prepare
-from sparkforge.data.readers import read_raw
 from sparkforge.faults import fault_point
 from sparkforge.infer.runs import (
     RUN_MANIFEST,
@@ -256,7 +255,6 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
         n_quarantined = sum(reasons.values())
         # Every row the read gave prepare(), counted before any was kept or quarantined
         # (from its cache, which scoring filled: no second parse of the input).
-        assert prep.rows is not None
         n_in = prep.rows.count()
         check_row_counts(n_in, n_scored, n_quarantined, skipped, source)
         drift = _drift(spark, cfg, model, encoded if cfg.is_text else kept,
@@ -396,7 +394,6 @@ def run_embed(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         enc_sha = verify_artifact(out, enc_path)
     keep = list(cfg.score.passthrough_columns)
     source = cfg.score.input or cfg.data.input
-    n_in = read_raw(spark, cfg, source).count()
     prep = prepare(spark, cfg, stage="score", fitted=model.fitted, input_path=source,
                    keep_columns=keep)
     encoded = encode(cfg, prep.kept, model, keep)
@@ -408,6 +405,7 @@ def run_embed(spark: SparkSession, cfg: Config) -> dict[str, Any]:
         emb.write.mode("overwrite").parquet(str(staging))
         n = spark.read.parquet(str(staging)).count()
         n_q = prep.quarantine.count()
+        n_in = prep.rows.count()  # every row read, as in _score
         check_row_counts(n_in, n, n_q, 0, source)
         publish(staging, final)
     finally:
