@@ -176,13 +176,18 @@ class Workload:
 
 def build_input(src: Path, path: Path, rows: int, row_group: int, columns: list[str]) -> None:
     """The preprocessed rows (all splits, in id order) repeated to ``rows`` rows; ``id``
-    becomes the row number so that ids stay unique. Reused when it exists."""
+    becomes the row number so that ids stay unique. Reused when it exists with the same
+    rows and columns."""
     import pyarrow as pa
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    if path.exists() and pq.ParquetFile(path).metadata.num_rows == rows:
-        return
+    if path.exists():
+        pf = pq.ParquetFile(path)
+        # Reused only when it holds what the run stores now (a run rebuilt with compact
+        # features must not be scored from an input built from its dense predecessor).
+        if pf.metadata.num_rows == rows and pf.schema_arrow.names == list(columns):
+            return
     if not src.exists():
         raise SystemExit(f"{src} is missing: run `{TABULAR_HOW}` (tabular) or "
                          "`make demo-text` (text) first")
@@ -356,8 +361,12 @@ def make_pbudf(w: Workload) -> Any:
         if names == task_input_names(text=False) and stored != names:
             from sparkforge import features
 
-            def predict_compact(*cols: np.ndarray) -> dict[str, np.ndarray]:
-                return run(features.densify(dict(zip(stored, cols, strict=True))))
+            # Named parameters, not *cols: predict_batch_udf counts the function's
+            # parameters to decide how many input columns it takes.
+            def predict_compact(values: np.ndarray, slots: np.ndarray, dim: np.ndarray
+                                ) -> dict[str, np.ndarray]:
+                cols = dict(zip(stored, (values, slots, dim), strict=True))
+                return run(features.densify(cols))
             return predict_compact
 
         if names == task_input_names(text=False):
