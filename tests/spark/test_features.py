@@ -208,3 +208,36 @@ def test_compact_form_expands_to_the_dense_encoding(spark) -> None:  # type: ign
             j += len(vocab) + b + 1
     np.testing.assert_array_equal(got, ref)
     assert (got[:, 2:].sum(axis=1) == 2).all()  # one slot per categorical column
+
+
+def test_compress_samples_collect_the_compact_rows_not_the_dense_vector(
+        spark, wide_run, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """compress's samples to the driver (calibration, the baseline's 200k train rows) bring
+    the compact columns through Spark and expand them on the driver: at c93e49c they
+    collected the dense one-hot row, and on a 300k x 40 table (821 floats a row) the
+    driver JVM ran out of heap and the stage hung. The expanded rows are rows of the split
+    as the training loader reads it."""
+    from sparkforge.compress.measure import sample_split
+    from sparkforge.train.loader import read_split
+
+    collected: list[list[str]] = []
+    frame = type(spark.range(1))  # pyspark 4: the classic subclass defines toPandas
+    real = frame.toPandas
+
+    def spy(self: Any) -> Any:
+        collected.append(list(self.columns))
+        return real(self)
+
+    monkeypatch.setattr(frame, "toPandas", spy)
+    cfg, stats = wide_run["cfg"], wide_run["stats"]
+    got = sample_split(spark, cfg, "train", 500, ["features", "label_index"])
+    assert collected == [[*features.COMPACT, "label_index"]]
+    x = got["features"]
+    assert x.dtype == np.float32
+    assert x.shape[1] == stats["dim"]
+    assert 300 < len(x) <= 500
+    assert (x[:, 1:].sum(axis=1) == 1).all()  # the one categorical column: one slot set
+    train = read_split(cfg.out / "preprocessed" / "split=train", ["features", "label_index"])
+    rows = {(tuple(f), int(y)) for f, y in zip(train["features"], train["label_index"],
+                                                strict=True)}
+    assert all((tuple(f), int(y)) in rows for f, y in zip(x, got["label_index"], strict=True))
