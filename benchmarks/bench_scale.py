@@ -106,9 +106,11 @@ class PeakMemory:
         self._thread.join()
 
 
-def run_cli(args: list[str], log: Path) -> dict[str, Any]:
+def run_cli(args: list[str], log: Path, driver_memory: str = "") -> dict[str, Any]:
     """One ``python -m sparkforge`` run: wall seconds and peak MiB per kind."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lib"), "PYSPARK_PYTHON": sys.executable}
+    if driver_memory:
+        env["SPARKFORGE_DRIVER_MEMORY"] = driver_memory
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "sparkforge", *args], env=env,
@@ -147,6 +149,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path,
                    default=Path(tempfile.gettempdir()) / "sparkforge-bench-scale",
                    help="folder for the generated tables and runs (tables are kept)")
+    p.add_argument("--driver-memory", default="2g",
+                   help="the local JVM's heap for every stage and size (default 2g): one "
+                   "fixed heap, so that memory flat in the rows means the largest size "
+                   "ran in the heap the smallest had (G1 grows a heap towards its cap)")
     p.add_argument("--no-md", action="store_true", help="print instead of updating "
                    "BENCHMARKS.md")
     args = p.parse_args(argv)
@@ -174,12 +180,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             res["generate"] = run_cli(["generate", "--rows", str(n), "--task",
                                        "tabular_classification", "--out", str(table),
                                        "--master", f"local[{args.cores}]"],
-                                      args.cache / f"generate-{n}.log")
+                                      args.cache / f"generate-{n}.log", args.driver_memory)
         out = args.cache / f"run_{n}"
         shutil.rmtree(out, ignore_errors=True)
         for stage in STAGES:
             res[stage] = run_cli(stage_args(stage, table, out, args.cores, args.train_steps),
-                                 args.cache / f"{stage}-{n}.log")
+                                 args.cache / f"{stage}-{n}.log", args.driver_memory)
             print(f"{n:,} rows {stage}: {json.dumps(res[stage])}", flush=True)
         manifest = json.loads((out / "manifest.json").read_text())
         res["rows_scored"] = _find(manifest, "rows_scored")
@@ -219,10 +225,12 @@ def _section(args: argparse.Namespace, results: dict[int, dict[str, Any]], start
         f"pyspark {pyspark.__version__}; {started} UTC; load average at start "
         f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
         f"- command: `.venv/bin/python -m benchmarks.bench_scale --rows {args.rows} "
-        f"--cores {args.cores} --train-steps {args.train_steps}`",
+        f"--cores {args.cores} --train-steps {args.train_steps} --driver-memory "
+        f"{args.driver_memory}`",
         "- data: `sparkforge generate --task tabular_classification` (Parquet; 6 numeric, "
         "4 categorical columns, ~40% positive); each stage a fresh `python -m sparkforge` "
-        f"process on local[{args.cores}] (JVM start included); train: 1 epoch of "
+        f"process on local[{args.cores}] (JVM start included) with a "
+        f"{args.driver_memory} JVM heap at every size; train: 1 epoch of "
         f"{args.train_steps} steps; compress: fp32 only; score: a dated run over the "
         "whole table. Memory: peak resident set, summed over each kind's processes, "
         "sampled every 0.25 s.", "",

@@ -33,6 +33,21 @@ PETASTORM_OVER_CONNECT = (
     "does not have; use train.loader=arrow, or run without spark.remote/SPARK_REMOTE")
 
 
+# Runtime SQL settings of every session, classic or Connect (each yields to spark.conf).
+SQL_DEFAULTS = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "4096",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    # Whole-stage code generation fuses a stage's expressions into one Java method. The
+    # quarantine checks, the type decision and the compact encoding are dozens of
+    # expressions per column over tens of columns, and their fused methods grow past what
+    # HotSpot compiles (8,000 bytes of bytecode), so they ran interpreted. Without it,
+    # each expression is still compiled on its own: on a 300k x 40 CSV, preprocess took
+    # 134 s against 187 s and score 114 s against 155 s (BENCHMARKS.md, "Code generation").
+    "spark.sql.codegen.wholeStage": "false",
+}
+
 # The master URLs Spark 4 accepts (SparkContext.createTaskScheduler); anything else fails
 # inside the JVM with a Java traceback, so it is refused here first.
 _MASTER_RE = re.compile(r"local(\[(\*|\d+)(,\s*\d+)?\])?|local-cluster\[\d+,\s*\d+,\s*\d+\]"
@@ -134,12 +149,9 @@ def get_session(cfg: SparkConfig | None = None, *, extra: dict[str, str] | None 
     else:
         master = launched.get("spark.master", "")
     props = {
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "4096",
-        "spark.sql.session.timeZone": "UTC",
+        **SQL_DEFAULTS,
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": "8" if _is_local(master) else "200",
-        "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
     }
     if _is_local(master):
@@ -181,12 +193,7 @@ def _connect_session(cfg: SparkConfig, remote: str, extra: dict[str, str] | None
     ``spark.sql.*`` defaults are sent, then ``spark.conf`` and ``extra`` as given."""
     from pyspark.sql import SparkSession
 
-    props = {
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "4096",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.sources.partitionOverwriteMode": "dynamic",
-    }
+    props = dict(SQL_DEFAULTS)
     props.update(cfg.conf)
     props.update(extra or {})
     builder = SparkSession.builder.remote(remote).appName(cfg.app_name)
