@@ -31,7 +31,7 @@ PST_TESTS := tests/spark/test_train_petastorm.py tests/spark/test_floor_pipeline
 
 .PHONY: bench-scale setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
 	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train \
-	bench-quality bench-preprocess bench-score-stage bench-text-model \
+	bench-quality bench-preprocess bench-score-stage bench-codegen bench-text-model \
 	cluster-up cluster-down package connect-up connect-down
 
 setup: $(STAMP)
@@ -179,6 +179,10 @@ bench-preprocess: setup
 
 bench-score-stage: setup
 	$(BIN)/python -m benchmarks.bench_score_stage --rows 300000 --cols 40 --repeat 2
+
+# The sessions' spark.sql.codegen.wholeStage=false against Spark's default, same code.
+bench-codegen: setup
+	$(BIN)/python -m benchmarks.bench_codegen --rows 300000 --cols 40 --repeat 3
 
 # Issue 13's scale table: preprocess, a capped training epoch and score at 1M, 5M and 20M
 # generated rows, wall time and peak memory per stage (hours on 2 cores; not part of

@@ -43,8 +43,8 @@ SQL_DEFAULTS = {
     # quarantine checks, the type decision and the compact encoding are dozens of
     # expressions per column over tens of columns, and their fused methods grow past what
     # HotSpot compiles (8,000 bytes of bytecode), so they ran interpreted. Without it,
-    # each expression is still compiled on its own: on a 300k x 40 CSV, preprocess took
-    # 134 s against 187 s and score 114 s against 155 s (BENCHMARKS.md, "Code generation").
+    # each expression is still compiled on its own: on a 300k x 40 CSV, preprocess ran
+    # 1.50x and score 1.33x as fast (`make bench-codegen`; BENCHMARKS.md, "Code generation").
     "spark.sql.codegen.wholeStage": "false",
 }
 
