@@ -130,7 +130,7 @@ def test_drift_profile_counts_every_column_in_one_job(spark) -> None:  # type: i
     pdf.loc[rng.random(n) < 0.1, "x"] = None
     pdf.loc[rng.random(n) < 0.1, "c"] = None
     edges = [-1.0, 0.0, 1.0]
-    got = profile(spark.createDataFrame(pdf), {"x": edges}, ["c"], max_categories=3)
+    got = profile(spark.createDataFrame(pdf), {"x": edges}, ["c"], total=n, max_categories=3)
     x = pdf["x"].to_numpy()
     bins = [np.sum(x < -1), np.sum((x >= -1) & (x < 0)), np.sum((x >= 0) & (x < 1)),
             np.sum(x >= 1), np.sum(np.isnan(x))]
@@ -241,3 +241,41 @@ def test_compress_samples_collect_the_compact_rows_not_the_dense_vector(
     rows = {(tuple(f), int(y)) for f, y in zip(train["features"], train["label_index"],
                                                 strict=True)}
     assert all((tuple(f), int(y)) in rows for f, y in zip(x, got["label_index"], strict=True))
+
+
+def test_drift_on_a_bounded_sample_is_stable_and_close_to_counting_every_row(  # type: ignore[no-untyped-def]
+        spark, monkeypatch) -> None:
+    """The sample is chosen by the ids alone (the same rows after repartitioning), holds
+    about SAMPLE_ROWS rows, and its PSI against a reference is the full table's within
+    sampling error; a shifted column is still flagged."""
+    from pyspark.sql import functions as F
+
+    from sparkforge.metrics import drift
+
+    n = 4 * drift.SAMPLE_ROWS
+
+    def table(seed: int, shift: float):  # type: ignore[no-untyped-def]
+        return spark.range(n).select(
+            F.concat(F.lit("r"), F.col("id").cast("string")).alias("id"),
+            F.randn(seed).alias("x"), (F.randn(seed + 1) + shift).alias("shifted"))
+
+    df = table(3, 0.5).cache()
+    s1 = drift.bounded_sample(df, n).select("id")
+    s2 = drift.bounded_sample(df.repartition(7), n).select("id")
+    k = s1.count()
+    assert abs(k - drift.SAMPLE_ROWS) < 0.03 * drift.SAMPLE_ROWS
+    assert s1.exceptAll(s2).count() == 0
+    assert s2.count() == k
+    assert drift.bounded_sample(df, drift.SAMPLE_ROWS) is df  # small tables: every row
+    edges = [-1.5, -0.5, 0.0, 0.5, 1.5]
+    ref = drift.profile(table(9, 0.0), {"x": edges, "shifted": edges}, [], total=n)
+    sampled = drift.drift_report(ref, df, 0.1, total=n)
+    monkeypatch.setattr(drift, "SAMPLE_ROWS", 10 * n)  # every row
+    full = drift.drift_report(ref, df, 0.1, total=n)
+    assert sampled["counted_on"].startswith("a seeded sample")
+    assert full["counted_on"] == "every row"
+    assert sampled["psi"]["x"] == pytest.approx(full["psi"]["x"], abs=2e-3)
+    assert sampled["psi"]["shifted"] == pytest.approx(full["psi"]["shifted"], rel=0.1)
+    assert sampled["drifted"] == full["drifted"] == ["shifted"]
+    df.unpersist()
+

@@ -83,11 +83,40 @@ def fit(train: DataFrame, numeric: list[str], categorical: list[str],
     return fit_with_counts(train, numeric, categorical, max_categories, hash_buckets)[0]
 
 
+def moment_aggs(numeric: list[str], where: Column | None = None) -> list[Column]:
+    """Aggregate columns of the numeric statistics :func:`fit` needs (of the rows where
+    ``where`` holds), for a caller to add to a pass of its own: :func:`moments` reads
+    them back from its result row."""
+    from pyspark.sql import functions as F
+
+    def v(c: str) -> Column:
+        return F.col(c) if where is None else F.when(where, F.col(c))
+
+    aggs = []
+    for i, c in enumerate(numeric):
+        aggs += [F.mean(v(c)).alias(f"_fit_m{i}"), F.stddev_pop(v(c)).alias(f"_fit_s{i}")]
+    return aggs
+
+
+def moments(row: Any, numeric: list[str]) -> dict[str, dict[str, float]]:
+    """Mean and spread per numeric column from a row with :func:`moment_aggs`; a column
+    with no value gets mean 0, and a constant one spread 1 (standardising divides by it)."""
+    out = {}
+    for i, c in enumerate(numeric):
+        mean, std = row[f"_fit_m{i}"], row[f"_fit_s{i}"]
+        out[c] = {"mean": float(mean) if mean is not None else 0.0,
+                  "std": float(std) if std else 1.0}
+    return out
+
+
 def fit_with_counts(train: DataFrame, numeric: list[str], categorical: list[str],
-                    max_categories: int = MAX_CATEGORIES, hash_buckets: int = HASH_BUCKETS
+                    max_categories: int = MAX_CATEGORIES, hash_buckets: int = HASH_BUCKETS,
+                    numeric_moments: dict[str, dict[str, float]] | None = None
                     ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """:func:`fit`, and the categorical columns' :func:`value_counts` (nulls skipped) it
-    was fitted from, which preprocess reuses for the drift reference (no second count)."""
+    was fitted from, which preprocess reuses for the drift reference (no second count).
+    ``numeric_moments``: the :func:`moments` of ``train``, when the caller already
+    counted them in a pass of its own (then no job here computes them)."""
     from pyspark.sql import functions as F
 
     if max_categories < 0 or hash_buckets < 1:
@@ -95,16 +124,12 @@ def fit_with_counts(train: DataFrame, numeric: list[str], categorical: list[str]
                          "use max_categories >= 0 and hash_buckets >= 1")
     stats: dict[str, Any] = {"numeric": {}, "categorical": {}, "categorical_buckets": {},
                              "categorical_counts": {}}
-    if numeric:
-        aggs = []
-        for c in numeric:
-            aggs += [F.mean(c).alias(f"m_{c}"), F.stddev_pop(c).alias(f"s_{c}")]
-        row = train.agg(*aggs).first()
+    if numeric and numeric_moments is None:
+        row = train.agg(*moment_aggs(numeric)).first()
         assert row is not None
-        for c in numeric:
-            mean = row[f"m_{c}"] if row[f"m_{c}"] is not None else 0.0
-            std = row[f"s_{c}"] or 0.0
-            stats["numeric"][c] = {"mean": float(mean), "std": float(std) if std > 0 else 1.0}
+        numeric_moments = moments(row, numeric)
+    for c in numeric:
+        stats["numeric"][c] = dict((numeric_moments or {})[c])
     counts = value_counts(train, {c: F.col(c) for c in categorical}, max_categories,
                           skip_nulls=True)
     for c in categorical:

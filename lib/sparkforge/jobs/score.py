@@ -258,7 +258,7 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
         n_in = prep.rows.count()
         check_row_counts(n_in, n_scored, n_quarantined, skipped, source)
         drift = _drift(spark, cfg, model, encoded if cfg.is_text else kept,
-                       written.filter(F.col("model_variant") == selected))
+                       written.filter(F.col("model_variant") == selected), n_scored)
         manifest = {
             "run_date": target.run_date, "target": target.name, "input": source,
             "input_fingerprint": input_fingerprint(source),
@@ -326,18 +326,23 @@ def write_output_table(spark: SparkSession, table: str, target: RunTarget) -> No
 
 
 def _drift(spark: SparkSession, cfg: Config, model: ScoringModel, rows: DataFrame,
-           scored: DataFrame) -> dict[str, Any]:
+           scored: DataFrame, n_rows: int) -> dict[str, Any]:
     """PSI of the features (raw columns, or token counts for text) and of the selected
-    model's scores against training."""
+    model's scores against training, on a bounded sample of the ``n_rows`` scored rows."""
     from pyspark.sql import functions as F
 
-    from sparkforge.metrics.drift import drift_report, numeric_edges, profile
+    from sparkforge.metrics.drift import (
+        bounded_sample,
+        drift_report,
+        numeric_edges,
+        table_profile,
+    )
     from sparkforge.tokenize import with_token_count
 
     if model.reference is None:
         return {"psi": {}, "threshold": cfg.score.drift_threshold, "drifted": []}
     feats = with_token_count(rows) if cfg.is_text else rows
-    report = drift_report(model.reference, feats, cfg.score.drift_threshold)
+    report = drift_report(model.reference, feats, cfg.score.drift_threshold, n_rows)
 
     # Score reference: the selected model on the validation split, computed once and
     # recorded in the manifest like every artifact.
@@ -350,13 +355,17 @@ def _drift(spark: SparkSession, cfg: Config, model: ScoringModel, rows: DataFram
     else:
         pre = (spark.read.parquet(str(RunDir(cfg.out).preprocessed))
                .filter(F.col("split") == "val"))
-        val_scores = _score_variant(pre, model.models[selected],
+        n_val = pre.count()  # from the files' metadata: nothing is scored for it
+        val = bounded_sample(pre, n_val)
+        val_scores = _score_variant(val, model.models[selected],
                                     inputs=task_input_names(text=cfg.is_text),
                                     labels=model.labels, variant=selected).select(score_col)
-        sref = profile(val_scores, numeric_edges(val_scores, ["score"]), [])
+        sample = val_scores.toArrow()  # the bounded sample's scores
+        sref = table_profile(sample, numeric_edges(sample, ["score"]), [])
         write_json_atomic(sref_path, sref)
         record_artifacts(cfg.out, [sref_path])
-    sreport = drift_report(sref, scored.select(score_col), cfg.score.drift_threshold)
+    sreport = drift_report(sref, scored.select("id", score_col), cfg.score.drift_threshold,
+                           n_rows)
     report["psi"].update(sreport["psi"])
     report["drifted"] = sorted(report["drifted"] + sreport["drifted"])
     return report

@@ -1,9 +1,10 @@
 """Population stability index (PSI) of features and scores against a training reference.
 
 A reference is a small JSON document: per column, either numeric bin edges with the
-fraction of reference rows in each bin, or category fractions. Both the reference
-and a new table's fractions are counted in Spark with one aggregation each; only the
-bin counts reach the driver.
+fraction of reference rows in each bin, or category fractions. Both the reference and a
+new table's fractions are counted on a seeded sample of at most about
+:data:`SAMPLE_ROWS` rows (by a hash of the id), which one Spark job brings to the driver;
+the table itself never does.
 """
 
 from __future__ import annotations
@@ -12,61 +13,102 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
     from pyspark.sql import DataFrame
 
 EPS = 1e-4  # floor for empty bins, so log(p/q) stays finite
 N_BINS = 10
+# Drift is estimated on a seeded sample of at most this many rows (by a hash of the id, so
+# the same rows whatever the partitioning). At 50,000 rows the sampling error of a 10% bin
+# is about 0.0013 and its share of the PSI about 2e-4, far below any threshold (0.1-0.25),
+# and the counting stops growing with the table: counting every train row of a 300k x 40
+# table was 15 s of its preprocess (a count per column and edge, 216 here).
+SAMPLE_ROWS = 50_000
+SAMPLE_SEED = 104_729
 
 
-def numeric_edges(df: DataFrame, cols: list[str], n_bins: int = N_BINS) -> dict[str, list[float]]:
-    """Interior quantile edges per numeric column (deduplicated)."""
-    if not cols:
-        return {}
+def bounded_sample(df: DataFrame, total: int, rows: int | None = None,
+                   id_column: str = "id") -> DataFrame:
+    """About ``rows`` (default :data:`SAMPLE_ROWS`) of the ``total`` rows of ``df``, chosen
+    by a seeded hash of ``id_column``; ``df`` itself when it holds no more than that."""
+    from pyspark.sql import functions as F
+
+    rows = SAMPLE_ROWS if rows is None else rows
+    if total <= rows:
+        return df
+    keep = math.ceil(rows / total * 1_000_000)
+    h = F.pmod(F.xxhash64(F.lit(SAMPLE_SEED), F.col(id_column)), F.lit(1_000_000))
+    return df.filter(h < F.lit(keep))
+
+
+def sample_table(df: DataFrame, columns: list[str], total: int) -> pa.Table:
+    """The ``columns`` of a :func:`bounded_sample` of ``df`` (``total`` rows), on the driver
+    as Arrow: one Spark job, and a size that does not grow with the table. Binning and
+    counting it in numpy beats a Spark aggregation of a count per column and bin, whose
+    code generation alone took seconds (5 of the 8 s a 50,000-row sample took in Spark)."""
+    return bounded_sample(df, total).select(*columns).toArrow()
+
+
+def _values(table: pa.Table, c: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the column as float64 with NaN where null, its null mask)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = table.column(c)
+    nulls = np.asarray(pc.is_null(col).to_numpy(zero_copy_only=False), dtype=bool)
+    vals = pc.fill_null(pc.cast(col, pa.float64()), math.nan)
+    return np.asarray(vals.to_numpy(zero_copy_only=False), dtype=np.float64), nulls
+
+
+def numeric_edges(table: pa.Table, cols: list[str], n_bins: int = N_BINS
+                  ) -> dict[str, list[float]]:
+    """Interior quantile edges per numeric column (values seen in it, deduplicated)."""
+    import numpy as np
+
     probs = [i / n_bins for i in range(1, n_bins)]
-    qs = df.approxQuantile(cols, probs, 0.001)
-    return {c: sorted({float(v) for v in q}) for c, q in zip(cols, qs, strict=True)}
+    out = {}
+    for c in cols:
+        v, nulls = _values(table, c)
+        v = v[~nulls & ~np.isnan(v)]
+        qs = np.quantile(v, probs, method="inverted_cdf") if v.size else []
+        out[c] = sorted({float(x) for x in qs})
+    return out
 
 
-def _numeric_fractions(df: DataFrame, numeric: dict[str, list[float]]) -> dict[str, Any]:
-    """Bin fractions of every numeric column from ONE global aggregation, no shuffle.
+def table_profile(table: pa.Table, numeric: dict[str, list[float]], categorical: list[str],
+                  max_categories: int = 50) -> dict[str, Any]:
+    """Fractions per bin / category for each column of ``table``.
 
-    Bins 0..len(edges): the number of (ascending) edges at or below the value, so bin i
-    holds the rows at or above edge i-1 but below edge i (NaN sorts above every edge);
-    bin len(edges) + 1 holds the nulls. Counted as the rows at or above each edge."""
-    from sparkforge.data.prepare import q, sql_double
+    Numeric bins 0..len(edges): the number of (ascending) edges at or below the value, so
+    bin i holds the values at or above edge i-1 but below edge i (NaN above every edge, as
+    Spark orders it); bin len(edges) + 1 holds the nulls."""
+    import numpy as np
 
-    exprs = ["count(1)"]
-    for i, (c, edges) in enumerate(numeric.items()):
-        v = f"CAST({q(c)} AS DOUBLE)"
-        exprs.append(f"count({v}) AS n{i}")
-        exprs += [f"count_if({v} >= {sql_double(e)}) AS g{i}_{j}" for j, e in enumerate(edges)]
-    row = df.selectExpr(*exprs).first()
-    assert row is not None
-    rows = max(int(row[0]), 1)
+    rows = max(table.num_rows, 1)
     out: dict[str, Any] = {}
-    for i, (c, edges) in enumerate(numeric.items()):
-        present = int(row[f"n{i}"])
-        at_or_above = [present] + [int(row[f"g{i}_{j}"]) for j in range(len(edges))] + [0]
-        bins = [at_or_above[k] - at_or_above[k + 1] for k in range(len(edges) + 1)]
-        bins.append(int(row[0]) - present)  # the null bin
+    for c, edges in numeric.items():
+        v, nulls = _values(table, c)
+        at = np.searchsorted(np.asarray(edges, dtype=np.float64), v[~nulls], side="right")
+        bins = [*np.bincount(at, minlength=len(edges) + 1).tolist(), int(nulls.sum())]
         out[c] = {"kind": "numeric", "edges": edges, "fractions": [b / rows for b in bins]}
+    for c in categorical:
+        import pyarrow as pa
+
+        s = table.column(c).cast(pa.string()).to_pandas()
+        vc = {"top": list(s.value_counts(dropna=True).items()), "nulls": int(s.isna().sum()),
+              "rows": table.num_rows}
+        out[c] = categorical_fractions(vc, max_categories)
     return out
 
 
 def profile(df: DataFrame, numeric: dict[str, list[float]], categorical: list[str],
-            max_categories: int = 50) -> dict[str, Any]:
-    """Fractions per bin / category for each column of ``df``: one Spark job for all
-    columns (bin indices and categories counted together), whatever their number."""
-    from pyspark.sql import functions as F
-
-    from sparkforge.features import value_counts
-
-    out: dict[str, Any] = _numeric_fractions(df, numeric) if numeric else {}
-    counts = value_counts(df, {f"\u0001{c}": F.col(c) for c in categorical},
-                          max_categories + 1)
-    for c in categorical:
-        out[c] = categorical_fractions(counts[f"\u0001{c}"], max_categories)
-    return out
+            total: int, max_categories: int = 50) -> dict[str, Any]:
+    """:func:`table_profile` of a bounded sample of ``df`` (``total`` rows; an ``id``
+    column when that is more than :data:`SAMPLE_ROWS`)."""
+    cols = list(dict.fromkeys([*numeric, *categorical]))
+    return table_profile(sample_table(df, cols, total), numeric, categorical, max_categories)
 
 
 def categorical_fractions(vc: dict[str, Any], max_categories: int = 50) -> dict[str, Any]:
@@ -100,13 +142,17 @@ def psi(ref: list[float] | dict[str, float], cur: list[float] | dict[str, float]
     return total
 
 
-def drift_report(reference: dict[str, Any], df: DataFrame, threshold: float) -> dict[str, Any]:
-    """PSI of every reference column in ``df``; ``drifted`` lists those above threshold."""
+def drift_report(reference: dict[str, Any], df: DataFrame, threshold: float,
+                 total: int) -> dict[str, Any]:
+    """PSI of every reference column in ``df`` (``total`` rows, counted on a bounded
+    sample of them); ``drifted`` lists those above threshold."""
     numeric = {c: r["edges"] for c, r in reference.items()
                if r["kind"] == "numeric" and c in df.columns}
     categorical = [c for c, r in reference.items()
                    if r["kind"] == "categorical" and c in df.columns]
-    current = profile(df, numeric, categorical)
+    current = profile(df, numeric, categorical, total)
     values = {c: psi(reference[c]["fractions"], current[c]["fractions"]) for c in current}
     return {"psi": values, "threshold": threshold,
-            "drifted": sorted(c for c, v in values.items() if v > threshold)}
+            "drifted": sorted(c for c, v in values.items() if v > threshold),
+            "counted_on": (f"a seeded sample of about {SAMPLE_ROWS} of {total} rows"
+                           if total > SAMPLE_ROWS else "every row")}
