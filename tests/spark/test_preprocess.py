@@ -217,3 +217,26 @@ def test_the_number_guard_never_refuses_a_string_that_casts_to_a_double(spark) -
     assert [r.v for r in rows if r.d is not None and not r.guard] == []
     # ...and it refuses what is plainly not a number, which is what makes it pay
     assert {r.v for r in rows if not r.guard} >= {"abc", "c0_1", "n/a", "?", "", "e5"}
+
+
+def test_scoring_a_table_with_ids_numbers_no_repeats(spark, tmp_path: Path) -> None:
+    """With an id column, scoring needs no repeat numbers (ids come from the column, rows
+    are not deduped): no window shuffles every row. Without one, repeats still get -2."""
+    from sparkforge.data.prepare import Fitted, prepare
+
+    inp = tmp_path / "t.csv"
+    inp.write_text("id,age,city,label\na,30,ams,yes\nb,30,ams,yes\nc,41,ber,no\n")
+    fitted = Fitted(labels=["no", "yes"], numeric=["age"], categories={"city": ["ams", "ber"]})
+
+    def plan(prep) -> str:  # type: ignore[no-untyped-def]
+        return str(prep.rows._jdf.queryExecution().executedPlan().toString())
+
+    with_ids = prepare(spark, _tab_cfg(inp, tmp_path / "r"), stage="score", fitted=fitted)
+    assert "Window" not in plan(with_ids)
+    assert sorted(r.id for r in with_ids.kept.collect()) == ["a", "b", "c"]
+    no_ids = prepare(spark, _tab_cfg(inp, tmp_path / "r", "data.id_column=null"),
+                     stage="score", fitted=fitted)
+    assert "Window" in plan(no_ids)
+    ids = sorted(r.id for r in no_ids.kept.collect())
+    assert len(set(ids)) == 3
+    assert sum(i.endswith("-2") for i in ids) == 1  # the repeat of (30, ams)

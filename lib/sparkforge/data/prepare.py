@@ -139,7 +139,6 @@ def _numeric_columns(df: DataFrame, candidates: list[str]
                      ) -> tuple[list[str], dict[str, dict[str, object]]]:
     """Columns already numeric, or string columns most of whose present values parse as
     numbers; with the evidence for each decision (one pass over the data for all columns)."""
-    from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     numeric = [c for c in candidates
@@ -149,19 +148,18 @@ def _numeric_columns(df: DataFrame, candidates: list[str]
                                               for c in numeric}
     if not strings:
         return numeric, evidence
-    # One aggregation for all columns, written as SQL text (one JVM call per aggregate).
+    # One aggregation for all columns, written as SQL text and sent in one JVM call.
     aggs = []
-    for c in strings:
-        aggs.append(F.expr(f"count(CASE WHEN NOT {is_null_token_sql(q(c))} THEN 1 END)")
-                    .alias(f"n_{c}"))
+    for i, c in enumerate(strings):
+        aggs.append(f"count(CASE WHEN NOT {is_null_token_sql(q(c))} THEN 1 END) AS n{i}")
         # as_double_sql's value, without its missing-value test (no such token passes
         # the number guard) and its trim (the cast trims): both per value and column.
-        aggs.append(F.expr(f"count(CASE WHEN {may_be_number_sql(q(c))} "
-                           f"THEN try_cast({q(c)} AS DOUBLE) END)").alias(f"ok_{c}"))
-    row = df.agg(*aggs).first()
+        aggs.append(f"count(CASE WHEN {may_be_number_sql(q(c))} "
+                    f"THEN try_cast({q(c)} AS DOUBLE) END) AS ok{i}")
+    row = df.selectExpr(*aggs).first()
     assert row is not None
-    for c in strings:
-        n, ok = int(row[f"n_{c}"]), int(row[f"ok_{c}"])
+    for i, c in enumerate(strings):
+        n, ok = int(row[f"n{i}"]), int(row[f"ok{i}"])
         is_num = bool(n) and ok / n >= NUMERIC_MIN_FRACTION
         if is_num:
             numeric.append(c)
@@ -369,7 +367,10 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     order = order or [F.col("_content")]  # an unlabeled table of features only
     occurrence = F.row_number().over(same.orderBy(
         *([F.col(d.id_column)] if d.id_column else []), *order))
-    df = df.withColumn("_occ", occurrence)
+    # Repeats are numbered for the ids of a table without an id column, and for dedupe.
+    # Scoring a table with ids needs neither: no shuffle of every row for that.
+    if not d.id_column or (_dedupe(cfg) and fitted is None):
+        df = df.withColumn("_occ", occurrence)
     if fitted is None and not cfg.is_regression:
         # The same features with different labels: no rule can say which is right, and
         # keeping one by sort order would be arbitrary; all of them are quarantined.
