@@ -240,3 +240,27 @@ def test_scoring_a_table_with_ids_numbers_no_repeats(spark, tmp_path: Path) -> N
     ids = sorted(r.id for r in no_ids.kept.collect())
     assert len(set(ids)) == 3
     assert sum(i.endswith("-2") for i in ids) == 1  # the repeat of (30, ams)
+
+
+def test_a_table_of_categorical_columns_only_gets_a_drift_reference(spark, tmp_path: Path
+                                                                    ) -> None:
+    """No numeric column: the reference holds the categorical columns' fractions (counted
+    with Python from the input) and no numeric sample is drawn."""
+    rng = np.random.default_rng(3)
+    n = 240
+    pdf = pd.DataFrame({"id": [f"r{i}" for i in range(n)],
+                        "city": rng.choice(["ams", "ber", "par"], n),
+                        "colour": rng.choice(["red", "blue"], n),
+                        "label": ""})
+    pdf["label"] = np.where(pdf["city"] == "ams", "yes", "no")  # no conflicting labels
+    inp = tmp_path / "cats.csv"
+    pdf.to_csv(inp, index=False)
+    out = tmp_path / "run"
+    summary = run_preprocess(spark, _tab_cfg(inp, out))
+    assert summary["numeric_columns"] == []
+    ref = read_json(out / "model" / "reference.json")
+    assert set(ref) == {"city", "colour"}
+    splits = pq.read_table(out / "preprocessed", columns=["id", "split"]).to_pandas()
+    train = pdf.merge(splits[splits["split"] == "train"], on="id")
+    want = (train["city"].value_counts() / len(train)).to_dict()
+    assert ref["city"]["fractions"] == pytest.approx(want)

@@ -82,9 +82,11 @@ def drift_reference(df: DataFrame, numeric: list[str], categorical: dict[str, di
         table_profile,
     )
 
-    numeric_src = df if N_TOKENS in numeric else raw_train
-    sample = sample_table(numeric_src, numeric, n_train)
-    ref = table_profile(sample, numeric_edges(sample, numeric), [])
+    ref: dict[str, Any] = {}
+    if numeric:
+        numeric_src = df if N_TOKENS in numeric else raw_train
+        sample = sample_table(numeric_src, numeric, n_train)
+        ref = table_profile(sample, numeric_edges(sample, numeric), [])
     ref.update({c: categorical_fractions(vc) for c, vc in categorical.items()})
     return ref
 

@@ -108,6 +108,8 @@ def profile(df: DataFrame, numeric: dict[str, list[float]], categorical: list[st
     """:func:`table_profile` of a bounded sample of ``df`` (``total`` rows; an ``id``
     column when that is more than :data:`SAMPLE_ROWS`)."""
     cols = list(dict.fromkeys([*numeric, *categorical]))
+    if not cols:  # nothing to count: no job
+        return {}
     return table_profile(sample_table(df, cols, total), numeric, categorical, max_categories)
 
 
