@@ -143,3 +143,21 @@ def test_fp16_keeps_float32_io(mlp_onnx: tuple[Path, np.ndarray], tmp_path: Path
     got = _predict(half, {"features": x})
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, _predict(fp32, {"features": x}), atol=2e-2)
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_int8_weights_fit_the_kernels_without_saturation(mlp_onnx: tuple[Path, np.ndarray],
+                                                         tmp_path: Path, kind: str) -> None:
+    """Weights are 7-bit (|w| <= 64): u8 activations x s8 weights summed in pairs fit in 16
+    bits, so x86 CPUs without VNNI (which saturate there) give the same integers as those
+    with it. On an AVX2-only AMD EPYC, 8-bit weights broke the two tests above."""
+    from onnx import numpy_helper
+
+    fp32, x = mlp_onnx
+    path = (quantize_int8_dynamic(fp32, tmp_path / "q.onnx") if kind == "dynamic" else
+            quantize_int8_static(fp32, tmp_path / "q.onnx", {"features": x[:128]}))
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims and len(t.dims) == 2]
+    assert len(weights) == 3  # the MLP's three weight matrices
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert 2 * 255 * largest <= 32767  # a pair of products fits in int16 (7 bits: 64)
