@@ -124,12 +124,10 @@ def fit_with_counts(train: DataFrame, numeric: list[str], categorical: list[str]
                          "use max_categories >= 0 and hash_buckets >= 1")
     stats: dict[str, Any] = {"numeric": {}, "categorical": {}, "categorical_buckets": {},
                              "categorical_counts": {}}
-    if numeric and numeric_moments is None:
-        row = train.agg(*moment_aggs(numeric)).first()
-        assert row is not None
-        numeric_moments = moments(row, numeric)
-    for c in numeric:
-        stats["numeric"][c] = dict((numeric_moments or {})[c])
+    if numeric_moments is None:
+        row = train.agg(*moment_aggs(numeric)).first() if numeric else None
+        numeric_moments = moments(row, numeric) if row is not None else {}
+    stats["numeric"] = {c: dict(numeric_moments[c]) for c in numeric}
     counts = value_counts(train, {c: F.col(c) for c in categorical}, max_categories,
                           skip_nulls=True)
     for c in categorical:

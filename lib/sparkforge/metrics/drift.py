@@ -46,7 +46,9 @@ def sample_table(df: DataFrame, columns: list[str], total: int) -> pa.Table:
     """The ``columns`` of a :func:`bounded_sample` of ``df`` (``total`` rows), on the driver
     as Arrow: one Spark job, and a size that does not grow with the table. Binning and
     counting it in numpy beats a Spark aggregation of a count per column and bin, whose
-    code generation alone took seconds (5 of the 8 s a 50,000-row sample took in Spark)."""
+    code generation and warm-up cost more than the counting (on a 50,000-row sample of a
+    300k x 40 table: 5.8 s for that aggregation and 3.0 s for ``approxQuantile``, against
+    1.1 s for this job and numpy)."""
     return bounded_sample(df, total).select(*columns).toArrow()
 
 
