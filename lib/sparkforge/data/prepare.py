@@ -70,6 +70,10 @@ class Prepared:
     # True when ``kept`` is more than a projection of the cached ``rows`` (a stratified
     # split is a window, a shuffle): a stage reading it more than once caches it.
     kept_is_shuffled: bool = False
+    # Every row read, projected as ``kept`` is, with its ``reason`` (null when kept); None
+    # when the split is stratified (a window over the kept rows alone). One aggregation
+    # grouped by reason counts the quarantine and summarises the kept rows in one pass.
+    projected: DataFrame | None = None
 
 
 def q(name: str) -> str:
@@ -418,7 +422,6 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
                   .select(F.lit(stage).alias("stage"), F.col(REASON), F.col("id"),
                           raw_struct.alias("raw")))
 
-    good = df.filter(F.col(REASON).isNull())
     if cfg.is_text:
         assert d.text_column
         text = F.col(d.text_column)
@@ -438,19 +441,27 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
         if c not in {"id", "label", "text", "split", *numeric, *categorical}:
             cols.append(F.col(c))
     split = cfg.preprocess.split
-    kept = good.select(*cols, F.col("_split_key"))
     # Split on the content, not the id: every copy of a row (kept repeats, or the same
     # content under two ids) lands in one split, so no test row is a copy of a train row.
     key = F.col("_split_key")
     stratified = split.stratify and fitted is None and not cfg.is_regression
+    projected = None
     if stratified:
+        kept = df.filter(F.col(REASON).isNull()).select(*cols, key)
         kept = kept.withColumn("split", stratified_split_column(
             key, F.col("label"), split.train, split.val, split.seed))
     else:
-        kept = kept.withColumn("split", split_column(key, split.train, split.val, split.seed))
-    kept = kept.drop("_split_key")
-    if fitted is None:
-        kept = kept.withColumn(FOLD, fold_column(F.col("id"), split.seed))
+        # Each row's split depends on its own key alone: computed for every row, then
+        # the kept ones are those without a reason.
+        projected = df.select(
+            *cols, split_column(key, split.train, split.val, split.seed).alias("split"),
+            *([fold_column(F.col("id"), split.seed).alias(FOLD)] if fitted is None else []),
+            F.col(REASON))
+        kept = projected.filter(F.col(REASON).isNull()).drop(REASON)
+    if stratified:
+        kept = kept.drop("_split_key")
+        if fitted is None:
+            kept = kept.withColumn(FOLD, fold_column(F.col("id"), split.seed))
     return Prepared(kept=kept, quarantine=quarantine, rows=df, numeric_columns=numeric,
                     categorical_columns=categorical, type_evidence=evidence,
-                    kept_is_shuffled=stratified)
+                    kept_is_shuffled=stratified, projected=projected)
