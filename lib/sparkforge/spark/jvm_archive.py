@@ -2,9 +2,9 @@
 
 A local Spark driver loads and verifies about 15,000 classes from Spark's jars before its
 first job. On this project's 2-core machine that start-up (session and first job) took
-about 13 s of every ``python -m sparkforge`` stage. The JDK can map classes it loaded
+10.2-10.5 s of every ``python -m sparkforge`` stage. The JDK can map classes it loaded
 once from an archive instead (Java 13+, ``-XX:ArchiveClassesAtExit`` to write one,
-``-XX:SharedArchiveFile`` to use it), which halves it (``BENCHMARKS.md``, "Preprocess").
+``-XX:SharedArchiveFile`` to use it): 5.5-6.2 s (``BENCHMARKS.md``, "Preprocess").
 
 ``make setup`` writes the archive into the venv (``python -m sparkforge.spark.jvm_archive``)
 and :func:`java_options` hands it to the driver JVMs that :func:`~sparkforge.spark.session.
