@@ -67,12 +67,11 @@ class Prepared:
     categorical_columns: list[str]
     # how each inferred column's type was decided: {col: {type, non_null, parsed}}
     type_evidence: dict[str, dict[str, object]] = field(default_factory=dict)
-    # True when ``kept`` is more than a projection of the cached ``rows`` (a stratified
-    # split is a window, a shuffle): a stage reading it more than once caches it.
-    kept_is_shuffled: bool = False
-    # Every row read, projected as ``kept`` is, with its ``reason`` (null when kept); None
-    # when the split is stratified (a window over the kept rows alone). One aggregation
-    # grouped by reason counts the quarantine and summarises the kept rows in one pass.
+    # Every row read, projected as ``kept`` is, with its ``reason`` (null when kept): one
+    # aggregation grouped by reason counts the quarantine and summarises the kept rows.
+    # None when the split is stratified: then ``kept`` is a window over the kept rows (a
+    # shuffle), not a projection of the cached ``rows``, and a stage reading it more than
+    # once caches it.
     projected: DataFrame | None = None
 
 
@@ -446,10 +445,12 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     key = F.col("_split_key")
     stratified = split.stratify and fitted is None and not cfg.is_regression
     projected = None
-    if stratified:
-        kept = df.filter(F.col(REASON).isNull()).select(*cols, key)
-        kept = kept.withColumn("split", stratified_split_column(
-            key, F.col("label"), split.train, split.val, split.seed))
+    if stratified:  # preprocess only (fitted is None)
+        kept = (df.filter(F.col(REASON).isNull()).select(*cols, key)
+                .withColumn("split", stratified_split_column(
+                    key, F.col("label"), split.train, split.val, split.seed))
+                .drop("_split_key")
+                .withColumn(FOLD, fold_column(F.col("id"), split.seed)))
     else:
         # Each row's split depends on its own key alone: computed for every row, then
         # the kept ones are those without a reason.
@@ -458,10 +459,6 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
             *([fold_column(F.col("id"), split.seed).alias(FOLD)] if fitted is None else []),
             F.col(REASON))
         kept = projected.filter(F.col(REASON).isNull()).drop(REASON)
-    if stratified:
-        kept = kept.drop("_split_key")
-        if fitted is None:
-            kept = kept.withColumn(FOLD, fold_column(F.col("id"), split.seed))
     return Prepared(kept=kept, quarantine=quarantine, rows=df, numeric_columns=numeric,
                     categorical_columns=categorical, type_evidence=evidence,
-                    kept_is_shuffled=stratified, projected=projected)
+                    projected=projected)

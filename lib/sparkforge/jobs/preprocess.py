@@ -107,7 +107,7 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     # The kept rows are a filter and projection of the cached rows: caching them again
     # cost more than the projection saves in the passes below (3-4 s of 70 on the
     # 300k x 40 benchmark table). A stratified split is a shuffle: that one is cached.
-    kept = prep.kept.cache() if prep.kept_is_shuffled else prep.kept
+    kept = prep.kept.cache() if prep.projected is None else prep.kept
     # One pass for the kept rows' count, the labels, the null rates of the features and
     # the target's train statistics (each was a job of its own)...
     feats = [] if cfg.is_text else prep.numeric_columns + prep.categorical_columns
@@ -226,7 +226,7 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     write_json_atomic(model_dir / "reference.json", reference)
     artifacts.append(model_dir / "reference.json")
     artifacts.append(save_training_config(cfg))  # score re-applies its data settings
-    if prep.kept_is_shuffled:
+    if prep.projected is None:
         kept.unpersist()
 
     summary = {
