@@ -344,8 +344,10 @@ class _SparkForgeModel(Model, _SparkForgeParams, MLWritable, MLReadable[Any]):
         copies = {f"{_COPY_PREFIX}{i}": c for i, c in enumerate(dataset.columns)}
         raw = dataset.select("*", *[F.col(f"`{c}`").alias(k) for k, c in copies.items()])
         keep = list(copies)
+        # The output keeps the input's columns and no id: no repeats numbered, nothing
+        # runs before an action on the output.
         prep = prepare(spark, cfg, stage="score", fitted=model.fitted, raw=raw,
-                       keep_columns=keep)
+                       keep_columns=keep, number_repeats=False)
         encoded = encode(cfg, prep.kept, model, keep)
         selected = model.selected
         threads = int(spark.conf.get("spark.task.cpus", "1") or "1")

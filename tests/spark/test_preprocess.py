@@ -257,6 +257,60 @@ def test_scoring_a_table_with_ids_numbers_no_repeats(spark, tmp_path: Path) -> N
     assert sum(i.endswith("-2") for i in ids) == 1  # the repeat of (30, ams)
 
 
+@pytest.mark.parametrize("joined_by", ["broadcast", "shuffle"])
+def test_repeats_numbered_and_conflicts_found_as_a_pandas_groupby_finds_them(
+        spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, joined_by: str) -> None:
+    """Repeats are numbered on a narrow projection and joined back (broadcast when few,
+    else by a shuffle): ids, dedupe and conflicts as counted by pandas on the input."""
+    from sparkforge.data import prepare as prep_mod
+
+    if joined_by == "shuffle":
+        monkeypatch.setattr(prep_mod, "BROADCAST_REPEATS", 0)
+    rng = np.random.default_rng(7)
+    ages, cities = rng.integers(18, 40, 60), rng.choice(["ams", "ber", "par"], 60)
+    rows = []
+    for _ in range(500):
+        k = int(rng.integers(60))
+        lab = "yes" if (ages[k] + len(cities[k])) % 2 else "no"
+        if rng.random() < 0.02:  # a flipped label: its feature row becomes a conflict
+            lab = "no" if lab == "yes" else "yes"
+        rows.append((int(ages[k]), str(cities[k]), lab))
+    rows += [(int(ages[0]), str(cities[0]), "")] * 2  # repeats of a row, but null_label
+    pdf = pd.DataFrame(rows, columns=["age", "city", "label"])
+    inp = tmp_path / "t.csv"
+    pdf.to_csv(inp, index=False)
+
+    labelled = pdf[pdf["label"] != ""]
+    n_labels = labelled.groupby(["age", "city"])["label"].nunique()
+    sizes = labelled.groupby(["age", "city"]).size()
+    clean = sizes[n_labels == 1]
+    n_conflicting = int(sizes[n_labels > 1].sum())
+    assert n_conflicting > 0  # the data exercise conflicts...
+    assert (clean > 2).any()  # ...and rows repeated more than twice
+
+    for dedupe in ("false", "true"):
+        cfg = _tab_cfg(inp, tmp_path / f"r{dedupe}", "data.id_column=null",
+                       f"preprocess.dedupe={dedupe}")
+        prep = prep_mod.prepare(spark, cfg)
+        plan = str(prep.rows._jdf.queryExecution().executedPlan().toString())
+        assert ("BroadcastHashJoin" if joined_by == "broadcast" else "ShuffledHashJoin") in plan
+        kept = prep.kept.toPandas()
+        reasons = prep.quarantine.groupBy("reason").count().toPandas()
+        got = dict(zip(reasons["reason"], reasons["count"], strict=True))
+        want = {"conflicting_label": n_conflicting, "null_label": 2}
+        if dedupe == "true":
+            want["duplicate"] = int((clean - 1).sum())
+            assert len(kept) == len(clean)
+        else:
+            assert len(kept) == int(clean.sum())
+            # the j-th repeat of a row is "<content id>-j": as many as rows repeated j times
+            for j in (2, 3):
+                assert kept["id"].str.endswith(f"-{j}").sum() == int((clean >= j).sum())
+        assert got == want
+        assert kept["id"].is_unique
+        assert len(kept) + sum(got.values()) == len(pdf)
+
+
 def test_a_table_of_categorical_columns_only_gets_a_drift_reference(spark, tmp_path: Path
                                                                     ) -> None:
     """No numeric column: the reference holds the categorical columns' fractions (counted

@@ -36,6 +36,11 @@ NULL_TOKENS = ("?", "na", "n/a", "null", "none", "-", "--", "")
 # unit mix-up) reaches the model, whose score for it would mean nothing. (int8_dynamic
 # quantises each row on its own, so such a row no longer coarsens its batch's other rows.)
 MAX_ABS_Z = 1000.0
+# Row number of the cached rows, which the repeats' numbers are joined back on.
+ROW = "_sf_row"
+# Up to this many later or conflicting repeats (a row number, a number and a flag each,
+# about 40 bytes in the broadcast) are broadcast to the join; more are joined by a shuffle.
+BROADCAST_REPEATS = 2_000_000
 # Quarantine reasons that record a policy, not a defect: they are reported, and they do
 # not count against preprocess.max_quarantine_fraction.
 POLICY_REASONS = ("duplicate", "conflicting_label")
@@ -61,7 +66,8 @@ class Fitted:
 class Prepared:
     kept: DataFrame          # id, label, split, + text or the feature columns
     quarantine: DataFrame    # stage, reason, id, raw
-    # every row read, kept or quarantined (cached): what a stage counts its rows in from
+    # every row read, kept or quarantined (read from ``cached``): what a stage counts its
+    # rows in from
     rows: DataFrame
     numeric_columns: list[str]
     categorical_columns: list[str]
@@ -73,6 +79,8 @@ class Prepared:
     # shuffle), not a projection of the cached ``rows``, and a stage reading it more than
     # once caches it.
     projected: DataFrame | None = None
+    # The frames cached for ``rows`` (unpersist them when done)
+    cached: tuple[DataFrame, ...] = ()
 
 
 def q(name: str) -> str:
@@ -237,13 +245,18 @@ def _dedupe(cfg: Config) -> bool:
 
 def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
             fitted: Fitted | None = None, input_path: str | None = None,
-            keep_columns: list[str] | None = None, raw: DataFrame | None = None) -> Prepared:
+            keep_columns: list[str] | None = None, raw: DataFrame | None = None,
+            number_repeats: bool = True) -> Prepared:
     """Quarantine, clean, id and split ``data.input`` (or ``input_path``, or the
     DataFrame ``raw``: what a Spark ML model's ``transform`` is given).
 
     With ``fitted`` (scoring), the training's column types, labels and categories are
     re-applied: a missing label column is allowed (unlabeled rows are scored), labels
     never seen in training are quarantined, and rows are not deduped.
+
+    Numbering repeats runs a (small) job at once. ``number_repeats=False`` is for callers
+    that output no ids (a Spark ML model's ``transform``, which stays lazy): scored
+    repeats of a row without an id column then share their content id.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -374,28 +387,36 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     # Rows of one partition share their content columns, so only the other columns (the
     # id, the label, columns the model does not see) can tell them apart: ordering by
     # those alone numbers repeats deterministically without sorting every row on all of
-    # its columns (the costliest step of preprocess on wide tables).
+    # its columns.
     content_names = {d.text_column} if cfg.is_text else set(feats)
-    order = [F.col(c) for c in original if c not in content_names]
+    order_names = [c for c in original if c not in content_names]
     if cfg.is_text:  # near-copies share the key but not the raw text
-        order.append(F.col(str(d.text_column)))
-    order = order or [F.col("_content")]  # an unlabeled table of features only
+        order_names.append(str(d.text_column))
+    order = [F.col(c) for c in order_names] or [F.col("_content")]  # features only
     occurrence = F.row_number().over(same.orderBy(
         *([F.col(d.id_column)] if d.id_column else []), *order))
     # Repeats are numbered for the ids of a table without an id column, and for dedupe.
-    # Scoring a table with ids needs neither: no shuffle of every row for that.
-    if not d.id_column or (_dedupe(cfg) and fitted is None):
-        df = df.withColumn("_occ", occurrence)
-    if fitted is None and not cfg.is_regression:
-        # The same features with different labels: no rule can say which is right, and
-        # keeping one by sort order would be arbitrary; all of them are quarantined.
-        lab = F.trim(label.cast("string"))
-        conflict = F.min(lab).over(same) != F.max(lab).over(same)
-        df = df.withColumn(REASON, F.when(F.col(REASON).isNull() & conflict,
+    # Scoring a table with ids needs neither: no window for that.
+    need_occ = (not d.id_column and number_repeats) or (_dedupe(cfg) and fitted is None)
+    # The same features with different labels: no rule can say which is right, and
+    # keeping one by sort order would be arbitrary; all of them are quarantined.
+    need_conflict = fitted is None and not cfg.is_regression
+    lab = F.trim(label.cast("string"))
+    conflict = F.coalesce(F.min(lab).over(same) != F.max(lab).over(same), F.lit(False))
+    cached: list[DataFrame] = []
+    if need_occ or need_conflict:
+        narrow = list(dict.fromkeys([*([d.id_column] if d.id_column else []), *order_names,
+                                     *([d.label_column] if has_label else [])]))
+        df, cached = _number_repeats(df, narrow, occurrence if need_occ else None,
+                                     conflict if need_conflict else None)
+    if need_conflict:
+        df = df.withColumn(REASON, F.when(F.col(REASON).isNull() & F.col("_conflict"),
                                           F.lit("conflicting_label")).otherwise(F.col(REASON)))
     base = F.substring(F.col("_content"), 1, 20)
     if d.id_column:
         id_col = F.col(d.id_column).cast("string")
+    elif not need_occ:
+        id_col = base
     else:
         # Stable id from content; repeated identical rows get -2, -3, ... when not deduped.
         id_col = F.when(F.col("_occ") > 1, F.concat_ws("-", base, F.col("_occ").cast("string"))
@@ -413,7 +434,10 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     if _dedupe(cfg) and fitted is None:
         df = df.withColumn(REASON, F.when(F.col(REASON).isNull() & (F.col("_occ") > 1),
                                           F.lit("duplicate")).otherwise(F.col(REASON)))
-    df = df.cache()
+    if not cached or (d.id_column and fitted is None):
+        # Nothing numbered, or the ids' window (a shuffle) on top: cached as they are.
+        df = df.cache()
+        cached.append(df)
 
     raw_struct = F.to_json(F.struct(*[F.col(c) for c in df.columns
                                       if c in original or c == CORRUPT]))
@@ -461,4 +485,48 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
         kept = projected.filter(F.col(REASON).isNull()).drop(REASON)
     return Prepared(kept=kept, quarantine=quarantine, rows=df, numeric_columns=numeric,
                     categorical_columns=categorical, type_evidence=evidence,
-                    projected=projected)
+                    projected=projected, cached=tuple(cached))
+
+
+def _number_repeats(df: DataFrame, narrow: list[str], occurrence: Column | None,
+                    conflict: Column | None) -> tuple[DataFrame, list[DataFrame]]:
+    """Add ``_occ`` (the row's number among its repeats) and ``_conflict`` (its repeats
+    disagree on the label) to ``df``, whose ``occurrence`` and ``conflict`` are windows
+    over ``_content`` and the reason; returns the frame and the frames cached for it.
+
+    The windows shuffle and sort every row of their partitions. Over the whole row that
+    was the costliest step of preprocess on wide tables (175 MB of shuffle for a
+    300k x 40 CSV, then the cache of every row after it). Here they run over a narrow
+    projection: a row number, the content hash, the reason and the ``narrow`` columns
+    (the id, the label, the columns outside the content). Only the rows whose values
+    differ from a lone row's (a later repeat, a conflict) are kept and joined back by the
+    row number, broadcast when they are few.
+    """
+    from pyspark.sql import functions as F
+
+    # A row number of the cached rows. The cache (memory and disk) is read, not
+    # recomputed, by every pass; a recomputed partition re-reads the same input split
+    # and gets the same numbers.
+    base = df.withColumn(ROW, F.monotonically_increasing_id()).cache()
+    w = base.select(ROW, "_content", REASON, *narrow)
+    flags, cols = [], [ROW]
+    if occurrence is not None:
+        w = w.withColumn("_occ", occurrence)
+        flags.append(F.col("_occ") > 1)
+        cols.append("_occ")
+    if conflict is not None:
+        w = w.withColumn("_conflict", conflict)
+        flags.append(F.col("_conflict"))
+        cols.append("_conflict")
+    hit = flags[0] if len(flags) == 1 else flags[0] | flags[1]
+    odd = w.filter(hit).select(*cols).cache()
+    n_odd = odd.count()
+    log.info("%d row(s) are later repeats or conflicting repeats", n_odd)
+    # Many: a hash join on the row number, which shuffles the rows once (no sort of them).
+    few = n_odd <= BROADCAST_REPEATS
+    joined = base.join(F.broadcast(odd) if few else odd.hint("shuffle_hash"), ROW, "left")
+    if occurrence is not None:
+        joined = joined.withColumn("_occ", F.coalesce(F.col("_occ"), F.lit(1)))
+    if conflict is not None:
+        joined = joined.withColumn("_conflict", F.coalesce(F.col("_conflict"), F.lit(False)))
+    return joined.drop(ROW), [base, odd]

@@ -226,8 +226,8 @@ def run_preprocess(spark: SparkSession, cfg: Config) -> dict[str, Any]:
     write_json_atomic(model_dir / "reference.json", reference)
     artifacts.append(model_dir / "reference.json")
     artifacts.append(save_training_config(cfg))  # score re-applies its data settings
-    if prep.projected is None:
-        kept.unpersist()
+    for frame in ([kept] if prep.projected is None else []) + list(prep.cached):
+        frame.unpersist()
 
     summary = {
         "rows_in": n_in, "rows_kept": n_kept, "rows_quarantined": n_quarantined,

@@ -278,7 +278,8 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
         publish(staging, target.final)
         publish(q_staging, target.quarantine)
     finally:
-        encoded.unpersist()
+        for frame in (encoded, *prep.cached):
+            frame.unpersist()
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(q_staging, ignore_errors=True)
     if drift["drifted"]:
