@@ -403,8 +403,18 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
     need_conflict = fitted is None and not cfg.is_regression
     lab = F.trim(label.cast("string"))
     conflict = F.coalesce(F.min(lab).over(same) != F.max(lab).over(same), F.lit(False))
+    # Preprocess of a table with ids also looks for rows that share an id (below): a
+    # window that shuffles every row, ordered by all of them.
+    by_id = bool(d.id_column) and fitted is None
     cached: list[DataFrame] = []
-    if need_occ or need_conflict:
+    if by_id:
+        # That shuffle is paid anyway: these windows run on the whole rows too, and the
+        # rows are cached once, after both (a narrow numbering would cache them twice).
+        if need_occ:
+            df = df.withColumn("_occ", occurrence)
+        if need_conflict:
+            df = df.withColumn("_conflict", conflict)
+    elif need_occ or need_conflict:
         narrow = list(dict.fromkeys([*([d.id_column] if d.id_column else []), *order_names,
                                      *([d.label_column] if has_label else [])]))
         df, cached = _number_repeats(df, narrow, occurrence if need_occ else None,
@@ -422,20 +432,19 @@ def prepare(spark: SparkSession, cfg: Config, stage: str = "preprocess",
         id_col = F.when(F.col("_occ") > 1, F.concat_ws("-", base, F.col("_occ").cast("string"))
                         ).otherwise(base)
     df = df.withColumn("id", id_col).withColumn("_split_key", base)
-    if d.id_column and fitted is None:
+    if by_id:
         # An id names one record: a second row with the same id is a copy of it (same
         # content: a duplicate) or a clash (other content: duplicate_id, a defect).
-        by_id = Window.partitionBy("id", REASON).orderBy(*[F.col(c) for c in original])
-        first = F.first("_content").over(by_id)
+        same_id = Window.partitionBy("id", REASON).orderBy(*[F.col(c) for c in original])
+        first = F.first("_content").over(same_id)
         df = df.withColumn(REASON, F.when(
-            F.col(REASON).isNull() & (F.row_number().over(by_id) > 1),
+            F.col(REASON).isNull() & (F.row_number().over(same_id) > 1),
             F.when(first == F.col("_content"), F.lit("duplicate"))
             .otherwise(F.lit("duplicate_id"))).otherwise(F.col(REASON)))
     if _dedupe(cfg) and fitted is None:
         df = df.withColumn(REASON, F.when(F.col(REASON).isNull() & (F.col("_occ") > 1),
                                           F.lit("duplicate")).otherwise(F.col(REASON)))
-    if not cached or (d.id_column and fitted is None):
-        # Nothing numbered, or the ids' window (a shuffle) on top: cached as they are.
+    if not cached:  # no narrow numbering: the rows are cached as they are
         df = df.cache()
         cached.append(df)
 
