@@ -51,7 +51,8 @@ SQL_DEFAULTS = {
     # compressed columnar cache tries each encoding on each column of each batch: on the
     # 300k x 40 CSV, preprocess's caching pass took 17.2 s with it and 11.4 s without, and
     # the passes reading the cache got faster too (72.6 s against 61.3 s in all). The
-    # cache is memory and disk, so uncompressed batches spill rather than fail.
+    # cache is memory and disk: batches that do not fit spill to disk (it takes more heap
+    # and disk than compressed; `spark.conf` can turn compression back on).
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
 }
 
