@@ -324,6 +324,41 @@ def test_preprocess_of_a_table_with_ids_caches_its_rows_once(spark, tmp_path: Pa
     assert reasons == ["conflicting_label", "conflicting_label", "duplicate"]
 
 
+def test_a_larger_table_with_ids_is_cached_in_more_partitions_not_larger_ones(
+        spark, tmp_path: Path) -> None:
+    """The ids' window shuffles every row and its output is cached: its partitions must
+    follow the data's size, not a fixed count. Here the merge target is shrunk to 16 KB
+    so that a small table is 'large': the cached rows then need far more than 8
+    partitions (the local spark.sql.shuffle.partitions, where a shuffle used to start:
+    20M rows made 2.5M-row partitions whose cache ran out of a 768 MB heap)."""
+    from sparkforge.data.prepare import prepare
+
+    n = 20_000
+    rng = np.random.default_rng(5)
+    pdf = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "age": rng.integers(18, 90, n),
+                        "city": rng.choice(["ams", "ber", "par"], n), "label": "no"})
+    inp = tmp_path / "t.csv"
+    pdf.to_csv(inp, index=False)
+    conf = {"spark.sql.adaptive.advisoryPartitionSizeInBytes": "16k",
+            "spark.sql.adaptive.coalescePartitions.minPartitionSize": "1k",
+            "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false"}
+    before = {k: spark.conf.get(k) for k in conf}
+    for k, v in conf.items():
+        spark.conf.set(k, v)
+    prep = None
+    try:
+        prep = prepare(spark, _tab_cfg(inp, tmp_path / "r"))
+        (rows,) = prep.cached
+        parts = rows.rdd.getNumPartitions()
+        assert rows.count() == n
+    finally:
+        for k, v in before.items():
+            spark.conf.set(k, v)
+        for frame in prep.cached if prep else ():
+            frame.unpersist()
+    assert parts > 8, parts
+
+
 def test_a_table_of_categorical_columns_only_gets_a_drift_reference(spark, tmp_path: Path
                                                                     ) -> None:
     """No numeric column: the reference holds the categorical columns' fractions (counted

@@ -163,6 +163,12 @@ def get_session(cfg: SparkConfig | None = None, *, extra: dict[str, str] | None 
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
     }
     if _is_local(master):
+        # A shuffle starts from this many partitions and adaptive execution merges them
+        # to about 64 MB each (spark.sql.adaptive.advisoryPartitionSizeInBytes): small
+        # data still ends in a few partitions, while large data gets more of them, not
+        # bigger ones. Starting from the 8 above, 20M rows made partitions of 2.5M rows,
+        # whose cache ran out of a 768 MB heap that 1M rows ran in (BENCHMARKS.md, Scale).
+        props["spark.sql.adaptive.coalescePartitions.initialPartitionNum"] = "200"
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         props["spark.driver.host"] = "127.0.0.1"
         props["spark.driver.bindAddress"] = "127.0.0.1"
