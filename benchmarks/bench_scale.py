@@ -40,6 +40,11 @@ SECTION = "## Scale"
 STAGES = ("preprocess", "train", "compress", "score")
 KINDS = ("driver", "jvm", "python_workers")
 RUN_DATE = "2026-01-01"
+# Rows per generated file (one Parquet row group each) at every size: the sizes then
+# differ in the number of files, not in what one task reads at a time. (With the
+# generator's default of a file per million rows, 1M rows made 500k-row row groups and
+# 20M made 1M-row ones: twice the Parquet read buffers per task at 20M.)
+ROWS_PER_FILE = 500_000
 
 
 def _proc_table() -> dict[int, tuple[int, int, str]]:
@@ -174,11 +179,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.cache.mkdir(parents=True, exist_ok=True)
     results: dict[int, dict[str, Any]] = {}
     for n in args.sizes:
-        table = args.cache / f"tabular_{n}"
+        files = -(-n // ROWS_PER_FILE)
+        table = args.cache / f"tabular_{n}_{files}files"
         res: dict[str, Any] = {}
         if not (table / "_SUCCESS").exists():
             res["generate"] = run_cli(["generate", "--rows", str(n), "--task",
                                        "tabular_classification", "--out", str(table),
+                                       "--partitions", str(files),
                                        "--master", f"local[{args.cores}]"],
                                       args.cache / f"generate-{n}.log", args.driver_memory)
         out = args.cache / f"run_{n}"
@@ -228,7 +235,8 @@ def _section(args: argparse.Namespace, results: dict[int, dict[str, Any]], start
         f"--cores {args.cores} --train-steps {args.train_steps} --driver-memory "
         f"{args.driver_memory}`",
         "- data: `sparkforge generate --task tabular_classification` (Parquet; 6 numeric, "
-        "4 categorical columns, ~40% positive); each stage a fresh `python -m sparkforge` "
+        f"4 categorical columns, ~40% positive; files of {ROWS_PER_FILE:,} rows, one "
+        "row group each, at every size); each stage a fresh `python -m sparkforge` "
         f"process on local[{args.cores}] (JVM start included) with a "
         f"{args.driver_memory} JVM heap at every size; train: 1 epoch of "
         f"{args.train_steps} steps; compress: fp32 only; score: a dated run over the "

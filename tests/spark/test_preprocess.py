@@ -327,10 +327,11 @@ def test_preprocess_of_a_table_with_ids_caches_its_rows_once(spark, tmp_path: Pa
 def test_a_larger_table_with_ids_is_cached_in_more_partitions_not_larger_ones(
         spark, tmp_path: Path) -> None:
     """The ids' window shuffles every row and its output is cached: its partitions must
-    follow the data's size, not a fixed count. Here the merge target is shrunk to 16 KB
-    so that a small table is 'large': the cached rows then need far more than 8
-    partitions (the local spark.sql.shuffle.partitions, where a shuffle used to start:
-    20M rows made 2.5M-row partitions whose cache ran out of a 768 MB heap)."""
+    follow the data's size, not a fixed count. As it is, the table is small: a few
+    partitions (not one per shuffle partition). With the merge target shrunk to 16 KB the
+    same table is 'large': the cached rows then need far more than 8 partitions (the
+    local spark.sql.shuffle.partitions, where a shuffle used to start: 20M rows made
+    2.5M-row partitions whose cache ran out of a 768 MB heap)."""
     from sparkforge.data.prepare import prepare
 
     n = 20_000
@@ -339,6 +340,12 @@ def test_a_larger_table_with_ids_is_cached_in_more_partitions_not_larger_ones(
                         "city": rng.choice(["ams", "ber", "par"], n), "label": "no"})
     inp = tmp_path / "t.csv"
     pdf.to_csv(inp, index=False)
+    small = prepare(spark, _tab_cfg(inp, tmp_path / "r"))
+    (rows,) = small.cached
+    try:
+        assert rows.rdd.getNumPartitions() <= 2  # defaultParallelism: local[2]
+    finally:
+        rows.unpersist()
     conf = {"spark.sql.adaptive.advisoryPartitionSizeInBytes": "16k",
             "spark.sql.adaptive.coalescePartitions.minPartitionSize": "1k",
             "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false"}

@@ -169,6 +169,9 @@ def get_session(cfg: SparkConfig | None = None, *, extra: dict[str, str] | None 
         # bigger ones. Starting from the 8 above, 20M rows made partitions of 2.5M rows,
         # whose cache ran out of a 768 MB heap that 1M rows ran in (BENCHMARKS.md, Scale).
         props["spark.sql.adaptive.coalescePartitions.initialPartitionNum"] = "200"
+        # The merge also inside the plans that stages cache (off in this Spark: a cached
+        # plan kept all 200 partitions, 1.5 rows each for a 300-row table).
+        props["spark.sql.optimizer.canChangeCachedPlanOutputPartitioning"] = "true"
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         props["spark.driver.host"] = "127.0.0.1"
         props["spark.driver.bindAddress"] = "127.0.0.1"
