@@ -85,12 +85,14 @@ from benchmarks._common import machine, machine_cpu, tree_ticks, write_section
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "## Scoring"
+SECTION_TABULAR = "## Scoring, tabular only"  # --tabular-only runs (no MiniLM run needed)
 TEXT_RUN = ROOT / "runs" / "demo_text"
 TABULAR_RUN = ROOT / "runs" / "bench_tabular"
 TABULAR_HOW = (".venv/bin/sparkforge pipeline --config conf/demo_tabular.yaml "
                "--set output.dir=runs/bench_tabular")
 GOAL_E2E = 1.3     # Spark / raw, tabular Parquet -> Parquet
 GOAL_MINILM = 0.9  # Spark / raw onnxruntime on in-memory batches
+GOAL_FILES_CPU = 0.6  # score_parquet / raw, rows per CPU second (issue 13)
 BATCH = 256        # rows per onnxruntime call (score.batch_size default)
 ARROW_BATCH = 4096  # spark.sql.execution.arrow.maxRecordsPerBatch (the session default)
 SAMPLE_ROWS = 4000
@@ -401,6 +403,19 @@ def spark_pbudf(udf: Any, w: Workload, df: Any) -> Any:
                     F.lit(w.variant).alias("model_variant")))
 
 
+def files_run(spark: Any, w: Workload, inp: Path, out: Path, partitions: int
+              ) -> dict[str, float]:
+    """Time the library's ``score_parquet``: ``partitions`` tasks, each reading its row
+    groups and writing its file with pyarrow (the same Arrow batch size and model calls)."""
+    from sparkforge.infer import score_parquet
+
+    with Timer() as t:
+        score_parquet(spark, str(inp), str(out), model_path=str(w.model), sha256=w.sha256,
+                      inputs=w.inputs, labels=w.labels, variant=w.variant, batch_size=BATCH,
+                      threads=1, tasks=partitions, batch_rows=ARROW_BATCH, overwrite=True)
+    return {"seconds": t.seconds, "cpu": t.cpu, "others": t.others}
+
+
 def spark_run(spark: Any, plan: Callable[[Any], Any], inp: Path, out: Path | None,
               partitions: int) -> dict[str, float]:
     """Time one Spark action: a Parquet write to ``out``, or the noop sink."""
@@ -499,14 +514,14 @@ def load_sentence(others: float) -> str:
 
 def render(res: dict[str, Any]) -> str:
     m = res["machine"]
-    lines = [SECTION, "",
-             "Spark `score_df` against single-process onnxruntime, and `score_df`'s "
-             "`mapInPandas` against `pyspark.ml.functions.predict_batch_udf` "
-             "(`benchmarks/bench_score.py`, issue 6).", "",
+    lines = [res.get("section", SECTION), "",
+             "Spark `score_df` and `score_parquet` against single-process onnxruntime, and "
+             "`score_df`'s `mapInPandas` against `pyspark.ml.functions.predict_batch_udf` "
+             "(`benchmarks/bench_score.py`, issues 6 and 13).", "",
              "```bash", res["command"], "```", "",
              f"- {res['date']}; machine: nproc {m['nproc']}, {m['cpu']}, {m['ram']} RAM, "
              f"Python {m['python']}; {res['versions']}; total run {res['total_s'] / 60:.1f} min",
-             f"- {load_sentence(summary(res)['others'])} "
+             f"- {load_sentence(mean_others(res))} "
              "\"others' cores\" is the CPU that processes outside this benchmark used during "
              f"each timed run (/proc/stat), in cores out of {m['nproc']}. Every side ran "
              f"{res['repeat']} time{'s' if res['repeat'] > 1 else ''}, alternating with the "
@@ -538,10 +553,16 @@ def render(res: dict[str, Any]) -> str:
                       "row adds one step to the one above it):", "",
                       *side_table(wl, wl["breakdown"]), ""]
         lines += [*wl["reading"](wl, res), ""]
-    lines += history_table([*res.get("history", []), summary(res)])
+    if len(res["workloads"]) == 2:  # the history's columns need both workloads
+        lines += history_table([*res.get("history", []), summary(res)])
     if res.get("notes"):
         lines += [*res["notes"], ""]
     return "\n".join(lines)
+
+
+def mean_others(res: dict[str, Any]) -> float:
+    others = [r[k]["others"] for wl in res["workloads"] for r in wl["runs"] for k in r]
+    return sum(others) / len(others)
 
 
 HISTORY = re.compile(r"^<!-- bench_score run (\{.*\}) -->$", re.M)
@@ -551,7 +572,6 @@ HISTORY_MAX = 6
 def summary(res: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of a run, kept (as an HTML comment) in later runs' sections."""
     tab, txt = res["workloads"]
-    others = [r[k]["others"] for wl in (tab, txt) for r in wl["runs"] for k in r]
     # "arrow": mapInArrow over mapInPandas scoring, whichever side held each.
     arrow = (ratio(tab, "spark", "pandas")[0] if res["impl"] == "mapInArrow"
              else float("nan"))
@@ -560,7 +580,8 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
             "pbudf_tab": ratio(tab, "pandas", "pbudf")[0], "arrow": arrow,
             "minilm": ratio(txt, "spark", "raw")[0], "minilm_cpu": ratio(txt, "spark", "raw")[2],
             "pbudf_text": ratio(txt, "pandas", "pbudf")[0],
-            "others": sum(others) / len(others)}
+            "files": ratio(tab, "files", "raw")[0], "files_cpu": ratio(tab, "files", "raw")[2],
+            "others": mean_others(res)}
 
 
 def previous_runs(md: Path) -> list[dict[str, Any]]:
@@ -585,15 +606,17 @@ def history_table(runs: list[dict[str, Any]]) -> list[str]:
              "| run (UTC) | `score_df` on | rows tabular / MiniLM "
              "| 1. Spark / single process (CPU) | 3. tabular mapInPandas / pbudf "
              "| tabular mapInArrow / mapInPandas | 2. Spark / raw ORT (CPU) "
-             "| 3. MiniLM mapInPandas / pbudf | others' cores |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| 3. MiniLM mapInPandas / pbudf | `score_parquet` / single process (CPU) "
+             "| others' cores |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         lines.append(
             f"| {r['when']} | {r.get('impl', 'mapInPandas')} | {r['rows'][0]:,} / "
             f"{r['rows'][1]:,} | {r['e2e']:.2f} "
             f"({r['e2e_cpu']:.2f}) | {r['pbudf_tab']:.2f} | {r['arrow']:.2f} | "
             f"{r['minilm']:.2f} ({r['minilm_cpu']:.2f}) | {r['pbudf_text']:.2f} | "
-            f"{r['others']:.2f} |")
+            + (f"{r['files']:.2f} ({r['files_cpu']:.2f})" if "files" in r else "-")
+            + f" | {r['others']:.2f} |")
     def rounded(r: dict[str, Any]) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
 
@@ -636,20 +659,22 @@ def reading_tabular(wl: dict[str, Any], res: dict[str, Any]) -> list[str]:
     rp = ratio(wl, "pandas", "raw")[0]
     raw_cores = med([r["raw"]["cpu"] / r["raw"]["seconds"] for r in wl["runs"]])
     excess = c["spark"] / c["raw"]
-    text = next(w for w in res["workloads"] if w is not wl)
-    text_rate = med([r["spark"]["rate"] for r in text["runs"]])
-    minutes = 100_000 / text_rate / 60
+    text = next((w for w in res["workloads"] if w is not wl), None)
+    why = ("- Why this input for comparison 1: the MLP costs almost nothing per row, so the "
+           "comparison measures the data path (read, hand-over to Python, write), which is "
+           "where Spark could win by overlapping work across tasks; at "
+           f"{wl['rows']:,} rows every timed Spark run lasts seconds, so the job's fixed costs "
+           "(scheduling, a few hundred ms) stay small.")
+    if text is not None:
+        text_rate = med([r["spark"]["rate"] for r in text["runs"]])
+        why += (" The text alternative (~100k MiniLM rows with the int8 model) would take "
+                f"about {100_000 / text_rate / 60:.0f} minutes per side on this machine "
+                f"(100k / {text_rate:.0f} rows/s), over the run's budget; its "
+                "Spark-vs-onnxruntime question is comparison 2 (a single process reads and "
+                "writes 100k such rows of Parquet in under a second, next to minutes of "
+                "MiniLM).")
     lines = [
-        "Reading the figures:", "",
-        "- Why this input for comparison 1: the MLP costs almost nothing per row, so the "
-        "comparison measures the data path (read, hand-over to Python, write), which is "
-        "where Spark could win by overlapping work across tasks; at "
-        f"{wl['rows']:,} rows every timed Spark run lasts seconds, so the job's fixed costs "
-        "(scheduling, a few hundred ms) stay small. The text alternative (~100k MiniLM rows "
-        f"with the int8 model) would take about {minutes:.0f} minutes per side on this machine "
-        f"(100k / {text_rate:.0f} rows/s), over the run's budget; its Spark-vs-onnxruntime "
-        "question is comparison 2 (a single process reads and writes 100k such rows of "
-        "Parquet in under a second, next to minutes of MiniLM).",
+        "Reading the figures:", "", why,
         f"- **Goal {verdict(r1, GOAL_E2E)}: Spark `score_df` ({impl}) is {r1:.2f}x the single "
         f"process** (by CPU seconds {w1:.2f}x; the mapInPandas version {rp:.2f}x). Spark "
         f"spends {excess:.1f}x the CPU that the single process spends on the same rows "
@@ -668,6 +693,17 @@ def reading_tabular(wl: dict[str, Any], res: dict[str, Any]) -> list[str]:
             f"outputs back to JVM rows +{c['score_noop'] - c['to_python']:.1f}; Spark's "
             f"Parquet write +{c['spark'] - c['score_noop']:.1f}. The single process reads, "
             "scores and writes columnar buffers and never turns them into rows.")
+    rf, _, wf = ratio(wl, "files", "raw")
+    lines.append(
+        f"- **Goal (issue 13) {verdict(wf, GOAL_FILES_CPU)}: `score_parquet` spends "
+        f"{c['files']:.1f} CPU s on the rows the single process scores in {c['raw']:.1f}** "
+        f"(rows per CPU s {wf:.2f}x; goal >= {GOAL_FILES_CPU}x; wall clock {rf:.2f}x), where "
+        f"`score_df` spends {c['spark']:.1f} ({w1:.2f}x). Its tasks read their row groups, "
+        "score them and write their files with pyarrow, so the rows never become JVM rows; "
+        "what it adds to the single process is Spark's scheduling and the model loaded in "
+        "each Python worker. It needs Parquet files of model inputs (a run's "
+        "`preprocessed/`, for example); the `score` stage starts from raw files, so it "
+        "keeps `score_df`.")
     lines += [
         f"- Comparison 3: on mapInPandas, `score_df` was **{r3:.2f}x** the rate of "
         f"`predict_batch_udf` ({w3:.2f}x by CPU s); `score_df` on {impl} is {rs:.2f}x "
@@ -725,6 +761,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: small inputs, one round; prints the section instead of "
                         "writing BENCHMARKS.md")
+    p.add_argument("--tabular-only", action="store_true",
+                   help="the tabular workload only (needs no MiniLM run); writes the section "
+                        f"{SECTION_TABULAR!r}")
     p.add_argument("--tabular-rows", type=int, default=1_048_576,
                    help="tabular rows (default 1,048,576; rounded up to whole row groups)")
     p.add_argument("--text-rows", type=int, default=3072, help="MiniLM rows (default 3,072)")
@@ -770,16 +809,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "(about 2 minutes)")
     tab = Workload("tabular", TABULAR_RUN, args.tabular_variant, task_input_names(text=False),
                    args.tabular_rows, 32_768 if args.tabular_rows >= 262_144 else 4096, work)
-    txt = Workload("text", TEXT_RUN, args.text_variant, task_input_names(text=True),
-                   args.text_rows, 512, work)
+    txt = None if args.tabular_only else Workload(
+        "text", TEXT_RUN, args.text_variant, task_input_names(text=True), args.text_rows,
+        512, work)
+    loads = [w for w in (tab, txt) if w is not None]
     spark = spark_session(cores)
-    feeds = {p: load_feeds(txt, p) for p in (txt.path, txt.warm, txt.head)}
+    feeds = {} if txt is None else {p: load_feeds(txt, p) for p in (txt.path, txt.warm,
+                                                                     txt.head)}
     memory_probs: dict[Path, np.ndarray] = {}
 
     def on_spark(plan: Callable[[Any], Any]) -> Runner:
         return lambda inp, out, parts: spark_run(spark, plan, inp, out, parts)
 
     def text_raw(inp: Path, out: Path | None, parts: int) -> dict[str, float]:
+        assert txt is not None
         r, memory_probs[inp] = raw_memory(txt, cores, feeds[inp])
         return r
 
@@ -789,7 +832,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     impl = plan_kind(spark_score_df(tab, spark.read.parquet(str(tab.head))))
     # key -> (label, runner, writes Parquet)
     sides: dict[str, dict[str, tuple[str, Runner, bool]]] = {}
-    for w in (tab, txt):
+    for w in loads:
         udf = make_pbudf(w)
         sides[w.name] = {
             "spark": (f"Spark `score_df` (the library: {impl})",
@@ -802,6 +845,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "pbudf": ("Spark `predict_batch_udf`",
                       on_spark(partial(spark_pbudf, udf, w)), True),
         }
+    sides["tabular"]["files"] = (
+        "Spark `score_parquet` (the library: tasks read and write their own Parquet files)",
+        lambda inp, out, parts: files_run(spark, tab, inp, out or work / "files_out", parts),
+        True)
     breakdown = [] if args.no_breakdown else ["read", "to_python", "score_noop"]
     if breakdown:
         sides["tabular"].update({
@@ -821,14 +868,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Warm-up (not timed): Python workers start and load each model once, the JVM compiles
     # the hot paths, the single-process sessions load.
     t0 = time.perf_counter()
-    for w in (tab, txt):
+    for w in loads:
         for key, (_, run, _) in sides[w.name].items():
             run(w.warm, out_path(w, key, True), HEAD_PARTS)
     print(f"warm-up: {time.perf_counter() - t0:.0f} s", flush=True)
 
     results: dict[str, list[dict[str, dict[str, float]]]] = {"tabular": [], "text": []}
     for i in range(args.repeat):
-        for w in (tab, txt):
+        for w in loads:
             keys = list(sides[w.name])
             order = keys[i % len(keys):] + keys[:i % len(keys)]
             rnd: dict[str, dict[str, float]] = {}
@@ -849,7 +896,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Checks on the last round's outputs: Spark score_df is the reference.
     checks = {}
-    for w in (tab, txt):
+    for w in loads:
         ids = sample_ids(w.rows)
         ref = read_scores(work / f"out_{w.name}_spark", ids)
         if len(ref) != len(ids):
@@ -869,17 +916,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res = report(args, argv, tab, txt, results, checks, partitions, sides, breakdown, impl)
     res["total_s"] = time.perf_counter() - t_start
     res["when"] = started
-    res["history"] = [] if args.no_md else previous_runs(BENCHMARKS_MD)
+    section = SECTION_TABULAR if args.tabular_only else SECTION
+    res["section"] = section
+    res["history"] = [] if args.no_md or args.tabular_only else previous_runs(BENCHMARKS_MD)
     text = render(res)
     if args.no_md:
         print(text)
     else:
-        write_section(BENCHMARKS_MD, SECTION, text)
+        write_section(BENCHMARKS_MD, section, text)
         print(f"updated {BENCHMARKS_MD}")
     return res
 
 
-def report(args: argparse.Namespace, argv: list[str] | None, tab: Workload, txt: Workload,
+def report(args: argparse.Namespace, argv: list[str] | None, tab: Workload,
+           txt: Workload | None,
            results: dict[str, list[dict[str, dict[str, float]]]],
            checks: dict[str, tuple[int, float]], partitions: int,
            sides: dict[str, dict[str, tuple[str, Runner, bool]]],
@@ -897,10 +947,15 @@ def report(args: argparse.Namespace, argv: list[str] | None, tab: Workload, txt:
                   f"({mib:.0f} MiB of Parquet, row groups of {tab.row_group:,} rows). Every "
                   "side reads the file, scores and writes `id, label, prediction, probability, "
                   "split, model_variant` as snappy Parquet."),
-         "main": ["spark", "raw", "pandas", "pbudf"], "breakdown": breakdown,
+         "main": ["spark", "files", "raw", "pandas", "pbudf"], "breakdown": breakdown,
          "ratios": [("Spark `score_df` / single process (comparison 1)", "spark", "raw",
-                     GOAL_E2E), *common],
+                     GOAL_E2E),
+                    ("Spark `score_parquet` / single process (issue 13: rows per CPU s, goal "
+                     f">= {GOAL_FILES_CPU}x)", "files", "raw", None),
+                    ("Spark `score_parquet` / Spark `score_df`", "files", "spark", None),
+                    *common],
          "runs": results["tabular"], "reading": reading_tabular},
+        {} if txt is None else
         {"title": f"2 and 3. MiniLM ({txt.rows:,} rows)",
          "what": (f"MiniLM fine-tuned on Rotten Tomatoes (`{txt.variant}`, sha256 "
                   f"{txt.sha256[:12]}), its preprocessed rows repeated to {txt.rows:,} rows "
@@ -912,7 +967,9 @@ def report(args: argparse.Namespace, argv: list[str] | None, tab: Workload, txt:
                      GOAL_MINILM), *common],
          "runs": results["text"], "reading": reading_text},
     ]
-    for wl, w in zip(workloads, (tab, txt), strict=True):
+    if txt is None:
+        workloads = workloads[:1]
+    for wl, w in zip(workloads, [w for w in (tab, txt) if w is not None], strict=True):
         wl["labels"] = {k: v[0] for k, v in sides[w.name].items()}
         wl["checked"], wl["max_diff"] = checks[w.name]
         print(wl["title"] + ": " + "; ".join(

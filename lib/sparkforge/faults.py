@@ -7,6 +7,9 @@ nothing unless the environment variable names that point::
     SPARKFORGE_FAULTS="score.before_publish=kill"          # SIGKILL this process there
     SPARKFORGE_FAULTS="score.before_publish=sleep:30"      # pause there (a test kills it)
     SPARKFORGE_FAULTS="score.before_publish=raise"         # raise InjectedFault
+    SPARKFORGE_FAULTS="score_parquet.task_written=raise-once:/tmp/fired"
+        # raise in the first process to get there (it creates the file), not after: a
+        # Spark task's first attempt fails and its retry goes through
 
 Several points are separated by commas. Keeping the hook in the environment (not in
 function signatures) leaves the production API free of test parameters.
@@ -50,6 +53,12 @@ def fault_point(name: str) -> None:
         time.sleep(float(action.split(":", 1)[1]))
     elif action == "raise":
         raise InjectedFault(f"injected fault at {name}")
+    elif action.startswith("raise-once:"):
+        try:  # O_EXCL: of several processes that get here, exactly one creates the file
+            os.close(os.open(action.split(":", 1)[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        raise InjectedFault(f"injected fault at {name} (once)")
     else:
-        raise ValueError(f"{ENV}: unknown action {action!r} for {name}; use kill, sleep:S "
-                         "or raise")
+        raise ValueError(f"{ENV}: unknown action {action!r} for {name}; use kill, sleep:S, "
+                         "raise or raise-once:PATH")

@@ -108,3 +108,38 @@ def test_pipeline_through_connect_publishes_what_its_input_and_sklearn_say(
         assert m["f1_macro"] == pytest.approx(
             f1_score(test["label"], test["prediction"], average="macro"))
     assert got["metrics"][got["selected"]]["accuracy"] > 0.75
+
+    # score_parquet through Connect (a client process again): the run's preprocessed rows
+    # scored by the selected variant, with its threshold, into files that the client
+    # commits; the same predictions as the pipeline published for those rows.
+    sel = json.loads((connect_out / "compressed" / "selection.json").read_text())
+    rec = sel.get("threshold") or {}
+    args = {"source": str(connect_out / "preprocessed"), "dest": str(tmp_path / "files"),
+            "model_path": str(connect_out / sel["paths"][sel["selected"]]),
+            "labels": json.loads((connect_out / "model" / "labels.json").read_text()),
+            "variant": sel["selected"],
+            "threshold": rec["value"] if rec.get("variant") == sel["selected"] else None}
+    code = (
+        "import json, sys\n"
+        "from sparkforge.artifacts import sha256_file\n"
+        "from sparkforge.config import SparkConfig\n"
+        "from sparkforge.infer import score_parquet\n"
+        "from sparkforge.spark.session import get_session, is_connect\n"
+        "a = json.loads(sys.argv[1])\n"
+        "spark = get_session(SparkConfig(app_name='score-parquet-connect'))\n"
+        "assert is_connect(spark)\n"
+        "r = score_parquet(spark, a['source'], a['dest'], model_path=a['model_path'],\n"
+        "                  sha256=sha256_file(a['model_path']), inputs=['features'],\n"
+        "                  labels=a['labels'], variant=a['variant'], threshold=a['threshold'])\n"
+        "print(json.dumps({'rows': r.rows, 'tasks': r.tasks}))\n")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert done["rows"] == N_GOOD
+    assert done["tasks"] >= 2  # 4 per task slot of the server's local[2], row groups allowing
+    files = pd.read_parquet(tmp_path / "files").set_index("id").sort_index()
+    published = scores[scores["model_variant"] == sel["selected"]].set_index("id").sort_index()
+    assert list(files.index) == list(published.index)
+    assert list(files["prediction"]) == list(published["prediction"])
+    assert list(files["split"]) == list(published["split"])

@@ -623,3 +623,162 @@ def test_torch_backend_scores_as_onnxruntime_does(spark: Any, trained: Demo, tmp
     finally:
         weights.write_bytes(original)
     assert not (out / "scores" / "run_date=2027-06-03").exists()
+
+
+# --- score_parquet: tasks that read and write their own Parquet files ----------------------
+
+def _selected_model(cfg: Config) -> dict[str, Any]:
+    """score_df / score_parquet arguments for the run's selected variant."""
+    from sparkforge.artifacts import sha256_file
+    from sparkforge.models import task_input_names
+
+    sel = read_json(cfg.out / "compressed" / "selection.json")
+    path = cfg.out / sel["paths"][sel["selected"]]
+    return {"model_path": str(path), "sha256": sha256_file(path),
+            "inputs": task_input_names(text=False),
+            "labels": read_json(cfg.out / "model" / "labels.json"),
+            "variant": sel["selected"]}
+
+
+def _input_ids(src: Path) -> list[str]:
+    """The ids of the Parquet files under ``src`` in path order, read with pyarrow file by
+    file (pathlib's listing; hidden and ``_`` names skipped, as Spark does)."""
+    import pyarrow.parquet as pq
+
+    files = sorted(p for p in src.rglob("*") if p.is_file() and not any(
+        part.startswith((".", "_")) for part in p.relative_to(src).parts))
+    return [str(i) for f in files for i in pq.read_table(f, columns=["id"])["id"].to_pylist()]
+
+
+def _names(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir())
+
+
+def test_score_parquet_writes_score_dfs_rows_and_values_for_every_input_row(
+        spark: Any, trained: Demo, tmp_path: Path) -> None:
+    """A run's preprocessed/ (split=... directories, several files) scored by 3 tasks that
+    read their own row groups in 64-row batches: every input row once, in the input's
+    order across the committed files, with score_df's predictions, probabilities and
+    schema; one file per task, _SUCCESS, nothing left of the attempts."""
+    import pyarrow.parquet as pq
+
+    from sparkforge.infer import score_df, score_parquet
+
+    kw = _selected_model(trained.cfg)
+    src, dest = trained.cfg.out / "preprocessed", tmp_path / "scores"
+    ids = _input_ids(src)
+    assert len(ids) > 1000
+    assert len(set(ids)) == len(ids)
+    r = score_parquet(spark, str(src), str(dest), tasks=3, batch_rows=64, **kw)
+    assert r.tasks == 3 == len(r.files)
+    assert r.rows == len(ids)
+    assert _names(dest) == sorted([*(Path(f).name for f in r.files), "_SUCCESS"])
+    # Each task's file is a contiguous stretch of the input: the files in order are the
+    # input in order.
+    got = pd.concat([pq.read_table(f).to_pandas() for f in r.files], ignore_index=True)
+    assert list(got["id"]) == ids
+    ref_df = score_df(spark.read.parquet(str(src)), **kw)
+    ref = pd.DataFrame(ref_df.toPandas()).set_index("id").loc[got["id"]]
+    for col in ("label", "prediction", "split", "model_variant"):
+        assert list(got[col]) == list(ref[col]), col
+    assert set(got["split"]) == {"train", "val", "test"}
+    np.testing.assert_allclose(np.stack(got["probability"].to_numpy()),
+                               np.stack(ref["probability"].to_numpy()), rtol=0, atol=1e-6)
+    assert spark.read.parquet(str(dest)).schema.simpleString() == ref_df.schema.simpleString()
+    # Replacing it needs overwrite=True, and then holds the new job's files only.
+    r2 = score_parquet(spark, str(src), str(dest), tasks=2, overwrite=True, **kw)
+    assert _names(dest) == sorted([*(Path(f).name for f in r2.files), "_SUCCESS"])
+    assert len(pd.read_parquet(dest)) == len(ids)
+
+
+class _NoSpark:
+    """A stand-in session that fails any use: the checks must come before Spark work."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"Spark was used ({name}) before the arguments were checked")
+
+
+def test_score_parquet_refuses_bad_arguments_before_any_spark_work(
+        trained: Demo, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from sparkforge.infer import score_parquet
+
+    kw = {**_selected_model(trained.cfg), "tasks": 2}
+    src = trained.cfg.out / "preprocessed"
+    part = next((src / "split=test").glob("part-*.parquet"))
+    table = pq.read_table(part)
+    nospark: Any = _NoSpark()
+
+    def refused(source: Path, dest: Path, **extra: Any) -> str:
+        with pytest.raises((ValueError, FileExistsError, FileNotFoundError)) as err:
+            score_parquet(nospark, str(source), str(dest), **kw, **extra)
+        return str(err.value)
+
+    (tmp_path / "nosplit").mkdir()  # a file from split=test/ taken out of its directory
+    pq.write_table(table, tmp_path / "nosplit" / "a.parquet")
+    assert "no column(s) ['split']" in refused(tmp_path / "nosplit", tmp_path / "o")
+    (tmp_path / "taken").mkdir()
+    assert "overwrite=True" in refused(src, tmp_path / "taken")
+    assert "overlap" in refused(src, src / "scores")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "_SUCCESS").touch()
+    assert "no Parquet files" in refused(tmp_path / "empty", tmp_path / "o")
+    assert "does not exist" in refused(tmp_path / "absent", tmp_path / "o")
+    (tmp_path / "mixed").mkdir()  # one file with a split column, one without
+    pq.write_table(table.append_column("split", pa_strings(["test"] * len(table))),
+                   tmp_path / "mixed" / "a.parquet")
+    pq.write_table(table, tmp_path / "mixed" / "b.parquet")
+    assert "score files of one schema" in refused(tmp_path / "mixed", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def pa_strings(values: list[str]) -> Any:
+    import pyarrow as pa
+
+    return pa.array(values, type=pa.string())
+
+
+def test_a_failed_score_parquet_job_commits_nothing(spark: Any, trained: Demo,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every attempt fails after writing its file (the shared session tries each task
+    once): the job raises, and dest holds no part file, no _SUCCESS, no _temporary."""
+    from sparkforge.infer import score_parquet
+    from sparkforge.infer.files import TASK_WRITTEN
+
+    # The Python workers' environment comes from the SparkContext's, per function.
+    monkeypatch.setitem(spark.sparkContext.environment, FAULTS_ENV, f"{TASK_WRITTEN}=raise")
+    dest = tmp_path / "scores"
+    with pytest.raises(Exception, match=f"injected fault at {TASK_WRITTEN}"):
+        score_parquet(spark, str(trained.cfg.out / "preprocessed"), str(dest), tasks=3,
+                      **_selected_model(trained.cfg))
+    assert [p for p in dest.rglob("*")] == []
+
+
+def test_score_parquet_retries_a_failed_attempt_and_commits_it_once(
+        trained: Demo, tmp_path: Path) -> None:
+    """In a session that tries each task twice, the first attempt to finish its file fails
+    (its complete file stays in _temporary); the retry succeeds, and the committed output
+    holds every input row exactly once."""
+    from sparkforge.infer.files import TASK_WRITTEN
+
+    kw = _selected_model(trained.cfg)
+    src, dest, fired = trained.cfg.out / "preprocessed", tmp_path / "scores", tmp_path / "fired"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
+           FAULTS_ENV: f"{TASK_WRITTEN}=raise-once:{fired}"}
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("_score_parquet_retry.py")), str(src),
+         str(dest), kw["model_path"], kw["sha256"], json.dumps(kw["labels"]), kw["variant"]],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert fired.exists()  # an attempt did fail after writing its file
+    assert "injected fault" in proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    ids = _input_ids(src)
+    assert out["rows"] == len(ids)
+    assert out["tasks"] == 3
+    assert out["dest"] == sorted([*(Path(f).name for f in out["files"]), "_SUCCESS"])
+    got = pd.read_parquet(dest)
+    assert sorted(got["id"]) == sorted(ids)
+    assert got["id"].is_unique

@@ -2,7 +2,9 @@
 ``embed_df`` (sentence embeddings), both thin ``emit`` functions over the one scoring core
 in :mod:`sparkforge.infer.predictor` (one model per Python worker, cached by the file's
 sha256; Arrow batches in ``mapInArrow``). Distillation's ``soft_label_df``
-(``compress/distill.py``) is a third.
+(``compress/distill.py``) is a third. ``score_parquet`` (:mod:`sparkforge.infer.files`)
+scores Parquet files into Parquet files with the same core, each task reading and writing
+its own files.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sparkforge.infer.files import ScoredFiles, score_parquet
 from sparkforge.infer.predictor import (
     LOAD_LOG_ENV,
     MAX_CACHED_SESSIONS,
@@ -38,9 +41,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 __all__ = ["LOAD_LOG_ENV", "MAX_CACHED_SESSIONS", "Backend", "ModelRef", "OnnxBackend",
-           "Predictor", "TorchBackend", "arrow_inputs", "embed_df", "load_backend",
+           "Predictor", "ScoredFiles", "TorchBackend", "arrow_inputs", "embed_df", "load_backend",
            "map_predictions", "model_inputs", "onnx_session", "predict", "score_columns",
-           "score_df", "softmax"]
+           "score_df", "score_parquet", "softmax"]
 
 log = logging.getLogger(__name__)
 
