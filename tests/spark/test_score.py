@@ -733,6 +733,27 @@ def test_score_parquet_refuses_bad_arguments_before_any_spark_work(
     assert not (tmp_path / "o").exists()
 
 
+def test_score_parquet_of_files_without_rows_writes_an_empty_table_spark_reads(
+        spark: Any, trained: Demo, tmp_path: Path) -> None:
+    """A split=test/ directory whose file has the columns but no rows: nothing to score,
+    and dest still holds the schema (one empty file) and _SUCCESS."""
+    import pyarrow.parquet as pq
+
+    from sparkforge.infer import score_parquet
+
+    part = next((trained.cfg.out / "preprocessed" / "split=test").glob("part-*.parquet"))
+    (tmp_path / "in" / "split=test").mkdir(parents=True)
+    pq.write_table(pq.read_table(part).slice(0, 0), tmp_path / "in" / "split=test" / "a.parquet")
+    r = score_parquet(spark, str(tmp_path / "in"), str(tmp_path / "out"),
+                      **_selected_model(trained.cfg))
+    assert (r.rows, r.tasks, len(r.files)) == (0, 0, 1)
+    assert _names(tmp_path / "out") == sorted([Path(r.files[0]).name, "_SUCCESS"])
+    back = spark.read.parquet(str(tmp_path / "out"))
+    assert back.count() == 0
+    assert back.columns == ["id", "label", "prediction", "probability", "split",
+                            "model_variant"]
+
+
 def pa_strings(values: list[str]) -> Any:
     import pyarrow as pa
 

@@ -28,8 +28,9 @@ def test_every_row_group_is_listed_once_with_its_partition_values(tmp_path: Path
     (tmp_path / "_SUCCESS").touch()
     (tmp_path / "split=test" / ".part-0.parquet.crc").write_bytes(b"x")
     _write(tmp_path / "_temporary" / "0" / "part-9.parquet", range(99), 50)
-    pieces, schema = list_pieces(str(tmp_path))
+    pieces, schema, keys = list_pieces(str(tmp_path))
     assert schema.names == ["id"]
+    assert keys == ["split"]
     assert [(Path(p.path).parent.name, p.row_group, p.rows, p.partition) for p in pieces] == [
         ("split=__HIVE_DEFAULT_PARTITION__", 0, 1, (("split", None),)),
         ("split=a%2Fb", 0, 3, (("split", "a/b"),)),
@@ -37,7 +38,7 @@ def test_every_row_group_is_listed_once_with_its_partition_values(tmp_path: Path
         ("split=test", 1, 4, (("split", "test"),)),
         ("split=test", 2, 2, (("split", "test"),)),
     ]
-    one, _ = list_pieces(str(tmp_path / "split=test" / "part-0.parquet"))  # a single file
+    one, _, _ = list_pieces(str(tmp_path / "split=test" / "part-0.parquet"))  # a single file
     assert [(p.row_group, p.rows, p.partition) for p in one] == [(0, 4, ()), (1, 4, ()),
                                                                  (2, 2, ())]
 

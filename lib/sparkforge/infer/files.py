@@ -95,9 +95,10 @@ def _partition_value(part: str) -> tuple[str, str | None] | None:
     return key, None if value == HIVE_NULL else value
 
 
-def list_pieces(source: str) -> tuple[list[Piece], pa.Schema]:
+def list_pieces(source: str) -> tuple[list[Piece], pa.Schema, list[str]]:
     """Every row group of the Parquet files under ``source`` (a file or a directory),
-    in path order, and the files' schema (the first file's; every file must agree on it).
+    in path order (row groups without rows left out), the files' schema (the first
+    file's; every file must agree on it) and the partition keys of their directories.
     Names that start with ``_`` or ``.`` are skipped, as Spark skips them (``_SUCCESS``,
     ``.crc`` files, ``_temporary``)."""
     import pyarrow.fs as pafs
@@ -143,7 +144,7 @@ def list_pieces(source: str) -> tuple[list[Piece], pa.Schema]:
                              f"{found[0][0]} has {schema}; score files of one schema")
         pieces += [Piece(path, i, meta.row_group(i).num_rows, parts)
                    for i in range(meta.num_row_groups) if meta.row_group(i).num_rows]
-    return pieces, schema
+    return pieces, schema, keys
 
 
 def group_pieces(pieces: Sequence[Piece], tasks: int) -> list[list[Piece]]:
@@ -305,8 +306,7 @@ def score_parquet(spark: SparkSession, source: str, dest: str, *, model_path: st
             os.path.commonpath([src_root, dst_root]) in (src_root, dst_root)):
         raise ValueError(f"score_parquet: dest {dest} and source {source} overlap (one is "
                          "inside the other); write the scores somewhere else")
-    pieces, schema = list_pieces(source)  # before any Spark work: errors come first
-    keys = [k for k, _ in pieces[0].partition] if pieces else []
+    pieces, schema, keys = list_pieces(source)  # before any Spark work: errors first
     available = [*schema.names, *keys]
     read = ["id", "label", "split", *features.source_columns(inputs, available), *keep]
     missing = [c for c in dict.fromkeys(read) if c not in available]
@@ -342,14 +342,18 @@ def score_parquet(spark: SparkSession, source: str, dest: str, *, model_path: st
     except BaseException:
         dst_fs.delete_dir(f"{dst_root}/{TEMPORARY}")
         raise
-    files = _commit(dst_fs, dst_root, dest, job_id, results, len(groups), planned)
-    return ScoredFiles(dest, tuple(files), planned, len(groups) if pieces else 0)
+    files = _commit(dst_fs, dst_root, dest, job_id, results, len(groups), planned,
+                    job.schema)
+    return ScoredFiles(dest, tuple(files), planned, len(groups))
 
 
 def _commit(fs: pafs.FileSystem, root: str, dest: str, job_id: str, results: list[Any],
-            n_groups: int, planned: int) -> list[str]:
-    """The successful attempts' files (one per group, Spark's choice) moved into ``dest``;
+            n_groups: int, planned: int, schema: pa.Schema) -> list[str]:
+    """The successful attempts' files (one per group, Spark's choice) moved into ``dest``
+    (no rows at all: one empty file of ``schema``, so that readers still get the schema);
     everything else under ``_temporary`` removed; ``_SUCCESS`` last."""
+    import pyarrow.parquet as pq
+
     by_group = {int(r["grp"]): r for r in results}
     rows = sum(int(r["rows"]) for r in results)
     if len(results) != n_groups or sorted(by_group) != list(range(n_groups)) \
@@ -367,6 +371,10 @@ def _commit(fs: pafs.FileSystem, root: str, dest: str, job_id: str, results: lis
         target = f"{root}/part-{g:05d}-{job_id}.snappy.parquet"
         fs.move(src, target)
         files.append(target)
+    if not files:
+        files.append(f"{root}/part-00000-{job_id}.snappy.parquet")
+        with fs.open_output_stream(files[0]) as sink:
+            pq.write_table(schema.empty_table(), sink, compression="snappy")
     fs.delete_dir(f"{root}/{TEMPORARY}")
     with fs.open_output_stream(f"{root}/{SUCCESS}"):
         pass
