@@ -179,10 +179,10 @@ bench-text-model: setup
 	$(BIN)/python -m benchmarks.bench_text_model
 
 bench-preprocess: setup
-	$(BIN)/python -m benchmarks.bench_preprocess --rows 300000 --cols 40 --repeat 3
+	$(BIN)/python -m benchmarks.bench_preprocess --rows 300000 --cols 40 --repeat 5
 
 bench-score-stage: setup
-	$(BIN)/python -m benchmarks.bench_score_stage --rows 300000 --cols 40 --repeat 2
+	$(BIN)/python -m benchmarks.bench_score_stage --rows 300000 --cols 40 --repeat 5
 
 # The sessions' spark.sql.codegen.wholeStage=false against Spark's default, same code.
 bench-codegen: setup
