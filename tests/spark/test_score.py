@@ -691,6 +691,21 @@ def test_score_parquet_writes_score_dfs_rows_and_values_for_every_input_row(
     assert len(pd.read_parquet(dest)) == len(ids)
 
 
+def test_score_parquet_to_a_relative_dest_writes_where_the_caller_is(
+        spark: Any, trained: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative dest is the caller's: the executors' Python workers (started in the
+    session's first directory, as a Connect server's run in its own) write there too."""
+    from sparkforge.infer import score_parquet
+
+    monkeypatch.chdir(tmp_path)  # the workers stay in the directory they started in
+    r = score_parquet(spark, str(trained.cfg.out / "preprocessed"), "scores", tasks=2,
+                      **_selected_model(trained.cfg))
+    assert _names(tmp_path / "scores") == sorted([*(Path(f).name for f in r.files),
+                                                  "_SUCCESS"])
+    assert len(pd.read_parquet(tmp_path / "scores")) == len(
+        _input_ids(trained.cfg.out / "preprocessed"))
+
+
 class _NoSpark:
     """A stand-in session that fails any use: the checks must come before Spark work."""
 

@@ -203,8 +203,8 @@ def _with_partition(batch: pa.RecordBatch, piece: Piece) -> pa.RecordBatch:
 
     if not piece.partition:
         return batch
-    n = batch.num_rows
-    extra = [pa.array([v] * n, type=pa.string()) for _, v in piece.partition]
+    extra = [pa.repeat(pa.scalar(v, type=pa.string()), batch.num_rows)
+             for _, v in piece.partition]
     return pa.RecordBatch.from_arrays([*batch.columns, *extra],
                                       names=[*batch.schema.names,
                                              *(k for k, _ in piece.partition)])
@@ -232,6 +232,10 @@ def _score_group(job: _Job, group: int, pieces: list[Piece]) -> tuple[str, int]:
             writer.write_table(pa.concat_tables(buffered), row_group_size=ROW_GROUP_ROWS)
             buffered.clear()
 
+    def full() -> bool:
+        return (sum(t.nbytes for t in buffered) >= ROW_GROUP_BYTES
+                or sum(t.num_rows for t in buffered) >= ROW_GROUP_ROWS)
+
     with fs_out.open_output_stream(path) as sink, \
             pq.ParquetWriter(sink, job.schema, compression="snappy") as writer:
         for piece in pieces:
@@ -246,8 +250,7 @@ def _score_group(job: _Job, group: int, pieces: list[Piece]) -> tuple[str, int]:
                                         job.variant, job.passthrough, job.threshold)
                     buffered.append(pa.Table.from_batches([out]).cast(job.schema))
                     got += batch.num_rows
-                    if (sum(t.nbytes for t in buffered) >= ROW_GROUP_BYTES
-                            or sum(t.num_rows for t in buffered) >= ROW_GROUP_ROWS):
+                    if full():
                         flush(writer)
             if got != piece.rows:
                 raise RuntimeError(f"{piece.path} row group {piece.row_group} has {got} "
@@ -322,7 +325,9 @@ def score_parquet(spark: SparkSession, source: str, dest: str, *, model_path: st
                                   "overwrite=True to replace it, or choose another dest")
         dst_fs.delete_dir(dst_root)
     job_id = uuid.uuid4().hex[:12]
-    staging = f"{dest.rstrip('/')}/{TEMPORARY}/{job_id}"
+    # Absolute for a local dest: executors (a Connect server's too) run in another
+    # directory than the caller, and must write where the caller commits from.
+    staging = f"{dest.rstrip('/') if '://' in dest else dst_root}/{TEMPORARY}/{job_id}"
     dst_fs.create_dir(f"{dst_root}/{TEMPORARY}/{job_id}", recursive=True)
     n_tasks = tasks or TASKS_PER_SLOT * default_parallelism(spark)
     groups = group_pieces(pieces, min(n_tasks, max(1, len(pieces))))
@@ -342,13 +347,14 @@ def score_parquet(spark: SparkSession, source: str, dest: str, *, model_path: st
     except BaseException:
         dst_fs.delete_dir(f"{dst_root}/{TEMPORARY}")
         raise
-    files = _commit(dst_fs, dst_root, dest, job_id, results, len(groups), planned,
-                    job.schema)
+    files = _commit(dst_fs, dst_root, dest, staging, results, len(groups), planned,
+                    job.schema, job_id)
     return ScoredFiles(dest, tuple(files), planned, len(groups))
 
 
-def _commit(fs: pafs.FileSystem, root: str, dest: str, job_id: str, results: list[Any],
-            n_groups: int, planned: int, schema: pa.Schema) -> list[str]:
+def _commit(fs: pafs.FileSystem, root: str, dest: str, staging_uri: str,
+            results: list[Any], n_groups: int, planned: int, schema: pa.Schema,
+            job_id: str) -> list[str]:
     """The successful attempts' files (one per group, Spark's choice) moved into ``dest``
     (no rows at all: one empty file of ``schema``, so that readers still get the schema);
     everything else under ``_temporary`` removed; ``_SUCCESS`` last."""
@@ -362,7 +368,7 @@ def _commit(fs: pafs.FileSystem, root: str, dest: str, job_id: str, results: lis
         raise RuntimeError(f"score_parquet: {len(results)} task results for {n_groups} "
                            f"tasks and {rows} rows for {planned} planned; nothing was "
                            f"committed to {dest}")
-    _, staging = filesystem(f"{dest.rstrip('/')}/{TEMPORARY}/{job_id}")
+    _, staging = filesystem(staging_uri)
     files = []
     for g in range(n_groups):
         src = by_group[g]["path"]
