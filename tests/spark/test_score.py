@@ -625,6 +625,43 @@ def test_torch_backend_scores_as_onnxruntime_does(spark: Any, trained: Demo, tmp
     assert not (out / "scores" / "run_date=2027-06-03").exists()
 
 
+@pytest.mark.parametrize("broadcast", [True, False], ids=["broadcast", "shuffle"])
+def test_scored_rows_keep_the_split_preprocess_gave_them_by_either_join(
+        spark: Any, trained: Demo, monkeypatch: pytest.MonkeyPatch, broadcast: bool) -> None:
+    """Rows the pipeline saw keep their train/val/test split (read back from
+    preprocessed/ with pyarrow), rows it never saw are "new". Preprocess's (id, split)
+    pairs are broadcast when it kept at most BROADCAST_SEEN rows (the manifest's
+    rows_kept), else joined by a shuffle; Spark's own broadcast choice is off here, so
+    the plan shows the join the code chose."""
+    import pyarrow.dataset as ds
+
+    pre = ds.dataset(trained.cfg.out / "preprocessed", partitioning="hive").to_table(
+        columns=["id", "split"]).to_pandas()
+    assert set(pre["split"]) == {"train", "val", "test"}
+    expected = (pre.assign(r=pre["split"].map({"train": 0, "val": 1, "test": 2}))
+                .sort_values("r").drop_duplicates("id").set_index("id")["split"])
+    pick = np.random.default_rng(0).choice(len(expected), 90, replace=False)
+    ids = [str(i) for i in expected.index[pick]] + [f"never-seen-{i}" for i in range(10)]
+    rows = spark.createDataFrame([(i, n) for n, i in enumerate(ids)], "id string, n int")
+    monkeypatch.setattr(score_job, "BROADCAST_SEEN", 10**9 if broadcast else 10)
+    keys = ("spark.sql.autoBroadcastJoinThreshold",
+            "spark.sql.adaptive.autoBroadcastJoinThreshold")
+    before = {k: spark.conf.get(k, None) for k in keys}
+    try:
+        for k in keys:
+            spark.conf.set(k, "-1")
+        joined = score_job._with_seen_split(spark, trained.cfg, rows)
+        got = {r["id"]: r["split"] for r in joined.collect()}
+        plan = joined._jdf.queryExecution().executedPlan().toString()
+    finally:
+        for k, v in before.items():
+            spark.conf.unset(k) if v is None else spark.conf.set(k, v)
+    assert len(got) == len(ids) == 100
+    assert {i: got[i] for i in ids[:90]} == {i: expected[i] for i in ids[:90]}
+    assert {got[i] for i in ids[90:]} == {"new"}
+    assert ("BroadcastHashJoin" in plan) is broadcast, plan
+
+
 # --- score_parquet: tasks that read and write their own Parquet files ----------------------
 
 def _selected_model(cfg: Config) -> dict[str, Any]:
@@ -790,6 +827,42 @@ def test_a_failed_score_parquet_job_commits_nothing(spark: Any, trained: Demo,
         score_parquet(spark, str(trained.cfg.out / "preprocessed"), str(dest), tasks=3,
                       **_selected_model(trained.cfg))
     assert [p for p in dest.rglob("*")] == []
+
+
+def test_a_failed_cleanup_does_not_hide_the_jobs_error(
+        spark: Any, trained: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The job fails and removing its _temporary fails too (an object store refusing the
+    delete): the caller gets the job's error, and a warning names what was left."""
+    from sparkforge.infer import files
+    from sparkforge.infer.files import TASK_WRITTEN
+
+    class RefusesDeletes:  # the driver's file system of dest; the workers keep theirs
+        def __init__(self, fs: Any) -> None:
+            self.fs = fs
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.fs, name)
+
+        def delete_dir(self, path: str) -> None:
+            raise OSError(f"delete refused: {path}")
+
+    real = files.filesystem
+    dest = tmp_path / "scores"
+
+    def filesystem(uri: str) -> Any:
+        fs, root = real(uri)
+        return (RefusesDeletes(fs), root) if uri == str(dest) else (fs, root)
+
+    monkeypatch.setattr(files, "filesystem", filesystem)
+    monkeypatch.setitem(spark.sparkContext.environment, FAULTS_ENV, f"{TASK_WRITTEN}=raise")
+    with caplog.at_level("WARNING", logger="sparkforge.infer.files"), \
+            pytest.raises(Exception, match=f"injected fault at {TASK_WRITTEN}"):
+        files.score_parquet(spark, str(trained.cfg.out / "preprocessed"), str(dest), tasks=2,
+                            **_selected_model(trained.cfg))
+    assert any("could not remove" in r.getMessage() and "_temporary" in r.getMessage()
+               for r in caplog.records)
+    assert not (dest / "_SUCCESS").exists()
 
 
 def test_score_parquet_retries_a_failed_attempt_and_commits_it_once(

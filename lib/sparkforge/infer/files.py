@@ -345,11 +345,22 @@ def score_parquet(spark: SparkSession, source: str, dest: str, *, model_path: st
             spark.range(0, len(groups), 1, len(groups))
             .mapInArrow(_task(job, groups), "grp long, path string, rows long").collect())
     except BaseException:
-        dst_fs.delete_dir(f"{dst_root}/{TEMPORARY}")
+        _discard(dst_fs, f"{dst_root}/{TEMPORARY}")
         raise
     files = _commit(dst_fs, dst_root, dest, staging, results, len(groups), planned,
                     job.schema, job_id)
     return ScoredFiles(dest, tuple(files), planned, len(groups))
+
+
+def _discard(fs: pafs.FileSystem, path: str) -> None:
+    """Remove what a failed job staged. A failure to remove it is logged, not raised: the
+    job's own error is the one to report (an object store refusing a delete must not
+    replace it), and the next run with ``overwrite=True`` removes the leftovers."""
+    try:
+        fs.delete_dir(path)
+    except Exception as e:  # logged: the caller re-raises the job's error
+        log.warning("score_parquet: could not remove %s after the job failed (%s); remove "
+                    "it by hand or rerun with overwrite=True", path, e)
 
 
 def _commit(fs: pafs.FileSystem, root: str, dest: str, staging_uri: str,
@@ -364,7 +375,7 @@ def _commit(fs: pafs.FileSystem, root: str, dest: str, staging_uri: str,
     rows = sum(int(r["rows"]) for r in results)
     if len(results) != n_groups or sorted(by_group) != list(range(n_groups)) \
             or rows != planned:
-        fs.delete_dir(f"{root}/{TEMPORARY}")
+        _discard(fs, f"{root}/{TEMPORARY}")
         raise RuntimeError(f"score_parquet: {len(results)} task results for {n_groups} "
                            f"tasks and {rows} rows for {planned} planned; nothing was "
                            f"committed to {dest}")

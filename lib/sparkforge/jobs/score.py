@@ -67,6 +67,11 @@ log = logging.getLogger(__name__)
 
 NEW_SPLIT = "new"
 PUBLISH_FAULT = "score.before_publish"
+# Up to this many rows kept by preprocess, their (id, split) pairs (about 60 bytes a row)
+# are broadcast to the rows being scored, which then are not shuffled for the join; more
+# are joined by a shuffle. (On a 300k x 40 table the shuffle of the encoded rows to join
+# them was 50 MB and two stages.)
+BROADCAST_SEEN = 1_000_000
 __all__ = ["RUN_MANIFEST", "STAGING", "RowCountError", "ScoringModel", "load_scoring_model",
            "published_dates", "run_score"]
 
@@ -150,6 +155,21 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _with_seen_split(spark: SparkSession, cfg: Config, rows: DataFrame) -> DataFrame:
+    """``rows`` (with an ``id``) with the split the pipeline gave each: rows it saw keep
+    their train/val/test split (stratified splits cannot be recomputed row by row), rows it
+    never saw are "new". Joined once encoded: the narrow rows are what a shuffle join
+    moves, not the raw columns; when preprocess kept at most ``BROADCAST_SEEN`` rows, their
+    splits are broadcast instead and the rows are not shuffled."""
+    from pyspark.sql import functions as F
+
+    if not RunDir(cfg.out).preprocessed.exists():
+        return rows
+    return (rows.join(_seen_splits(spark, cfg), "id", "left")
+            .withColumn("split", F.coalesce(F.col("_seen"), F.lit(NEW_SPLIT)))
+            .drop("_seen"))
+
+
 def _seen_splits(spark: SparkSession, cfg: Config) -> DataFrame:
     """id -> the split the pipeline put it in, one row per id (an id in several splits
     counts as the earliest of train, val, test: never evaluated on rows it trained on)."""
@@ -157,9 +177,20 @@ def _seen_splits(spark: SparkSession, cfg: Config) -> DataFrame:
 
     rank = (F.when(F.col("split") == "train", 0).when(F.col("split") == "val", 1)
             .otherwise(2))
-    return (spark.read.parquet(str(RunDir(cfg.out).preprocessed)).select("id", "split")
+    seen = (spark.read.parquet(str(RunDir(cfg.out).preprocessed)).select("id", "split")
             .groupBy("id").agg(F.min(F.struct(rank.alias("r"), F.col("split"))).alias("m"))
             .select("id", F.col("m.split").alias("_seen")))
+    return F.broadcast(seen) if 0 <= _rows_kept(cfg) <= BROADCAST_SEEN else seen
+
+
+def _rows_kept(cfg: Config) -> int:
+    """The rows preprocess kept, from the manifest (-1 when it does not say): a size for
+    choosing the join, not a figure anything is checked against."""
+    from sparkforge.artifacts import read_json
+
+    path = RunDir(cfg.out).manifest
+    n = read_json(path).get("preprocess", {}).get("rows_kept") if path.exists() else None
+    return int(n) if isinstance(n, int) else -1
 
 
 def check_row_counts(n_in: int, n_scored: int, n_quarantined: int, n_skipped: int,
@@ -213,15 +244,7 @@ def _score(spark: SparkSession, cfg: Config, model: ScoringModel,
             before = kept.count()
             kept = kept.join(done, "id", "left_anti")
             skipped = before - kept.count()
-    encoded = encode(cfg, kept, model, keep)
-    if RunDir(out).preprocessed.exists():
-        # Rows the pipeline saw keep their train/val/test split (stratified splits cannot
-        # be recomputed row by row); rows it never saw are "new". Joined once encoded: the
-        # narrow rows are what the join shuffles, not the raw columns.
-        encoded = (encoded.join(_seen_splits(spark, cfg), "id", "left")
-                   .withColumn("split", F.coalesce(F.col("_seen"), F.lit(NEW_SPLIT)))
-                   .drop("_seen"))
-    encoded = encoded.cache()
+    encoded = _with_seen_split(spark, cfg, encode(cfg, kept, model, keep)).cache()
 
     inputs = task_input_names(text=cfg.is_text)
     threads = int(spark.conf.get("spark.task.cpus", "1") or "1")
