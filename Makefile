@@ -31,7 +31,7 @@ PST_TESTS := tests/spark/test_train_petastorm.py tests/spark/test_floor_pipeline
 
 .PHONY: bench-scale setup setup-petastorm demo demo-text demo-tabular demo-data test test-petastorm \
 	test-slow lint clean bench bench-tokenize bench-score bench-compress bench-train \
-	bench-quality bench-preprocess bench-score-stage bench-codegen bench-text-model \
+	bench-quality bench-preprocess bench-score-stage bench-codegen bench-text-model bench-gpu \
 	cluster-up cluster-down package connect-up connect-down
 
 setup: $(STAMP)
@@ -187,6 +187,17 @@ bench-score-stage: setup
 # The sessions' spark.sql.codegen.wholeStage=false against Spark's default, same code.
 bench-codegen: setup
 	$(BIN)/python -m benchmarks.bench_codegen --rows 300000 --cols 40 --repeat 3
+
+# Issue 13's GPU checks as single processes (no Java or Spark needed where they run): a
+# bundle of the demo text run (its rows, MiniLM's weights in fp16, PyYAML; under 64 MiB),
+# then the loader, fine-tune and torch-scoring figures on this machine's GPU, or its CPU.
+# On a GPU box without this venv: carry .gpu-bundle and run the second command there with
+# PYTHONPATH=lib (benchmarks/bench_gpu.py says how).
+bench-gpu: setup
+	test -d runs/demo_text/preprocessed || $(MAKE) demo-text
+	$(BIN)/python -m benchmarks.bench_gpu bundle --run runs/demo_text --out .gpu-bundle
+	PYTHONPATH=lib $(BIN)/python -m benchmarks.bench_gpu run --bundle .gpu-bundle \
+	  --out .gpu-bundle/results.json
 
 # Issue 13's scale table: preprocess, a capped training epoch and score at 1M, 5M and 20M
 # generated rows, wall time and peak memory per stage (hours on 2 cores; not part of

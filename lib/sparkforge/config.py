@@ -211,6 +211,10 @@ class TrainConfig:
     # Shard parameters, gradients and optimizer state across ranks (FSDP2) instead of
     # replicating them (DDP): for models larger than one device.
     fsdp: bool = False
+    # Run the training steps through torch.compile: worth it for long GPU runs (issue 13
+    # measured MiniLM at batch 256 on an H100 at 19,479 samples/s compiled against 13,254
+    # eager, in-memory); each rank compiles first (tens of seconds, more on CPU).
+    compile: bool = False
     num_layers: int = 2  # transformer only
     num_heads: int = 4  # transformer only; must divide hidden_dim
 

@@ -124,7 +124,7 @@ class ProgressReporter:
         self._last_t = self._start
         self._last_done = 0
         self._samples = 0
-        self._loss_sum = 0.0
+        self._loss_sum: Any = 0.0
         self._loss_n = 0
         self.lines: list[str] = []
 
@@ -132,14 +132,17 @@ class ProgressReporter:
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
 
-    def step(self, epoch: int, step: int, samples: int, loss: float | None = None
-             ) -> str | None:
-        """Record one step; return the progress line when one is due (it is also emitted)."""
+    def step(self, epoch: int, step: int, samples: int, loss: Any = None) -> str | None:
+        """Record one step; return the progress line when one is due (it is also emitted).
+
+        ``loss``: a number, or a torch scalar left where it was computed: it is summed
+        as it is and read only when a line is written (reading a GPU tensor every step
+        would make the host wait for the GPU every step)."""
         now = self._clock()
         done = epoch * self.steps_per_epoch + step + 1
         self._samples += samples
         if loss is not None:
-            self._loss_sum += float(loss)
+            self._loss_sum = self._loss_sum + loss
             self._loss_n += 1
         due_time = self.every_s > 0 and now - self._last_t >= self.every_s
         due_steps = self.every_steps > 0 and done - self._last_done >= self.every_steps
@@ -149,7 +152,7 @@ class ProgressReporter:
         rate = self._samples / window if window > 0 else float("inf")
         elapsed = now - self._start
         eta = elapsed / done * max(self.total_steps - done, 0)
-        loss_txt = f"{self._loss_sum / self._loss_n:.4f}" if self._loss_n else "n/a"
+        loss_txt = f"{float(self._loss_sum) / self._loss_n:.4f}" if self._loss_n else "n/a"
         line = (f"epoch {epoch + 1}/{self.epochs} step {step + 1}/{self.steps_per_epoch} "
                 f"({100 * done / self.total_steps:.0f}%) {rate:,.0f} samples/s "
                 f"loss {loss_txt} ETA {_duration(eta)}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from _train_helpers import SPLIT_FILES, make_run
+from benchmarks import bench_gpu
 from benchmarks.bench_tokenize import run_raw_process
 from benchmarks.bench_train import params_for, torchrun
 
@@ -47,6 +48,51 @@ def test_train_ranks_run_under_torchrun(tmp_path: Path) -> None:
     assert history[0]["val_rows"] == sum(SPLIT_FILES["val"])
     assert (work / "model" / "model.safetensors").exists()
     assert timer.seconds > 0
+
+
+def test_bench_gpu_bundles_a_text_run_and_measures_on_the_cpu(tmp_path: Path) -> None:
+    """bench_gpu as CI can run it (no GPU): the bundle holds the run's train and val rows
+    (counted here from its files), the model's weights in fp16 and PyYAML's package; its
+    run trains through the training core and in memory, fine-tunes, scores with the torch
+    backend, and writes every figure to JSON and the Markdown table."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from sparkforge.models import build_model
+
+    run = make_run(tmp_path / "run", text=True)
+    spec = {"name": "transformer", "num_outputs": 2, "vocab_size": 120, "hidden_dim": 16,
+            "num_layers": 1, "num_heads": 2, "ffn_dim": 32, "max_length": 16}
+    bundle = bench_gpu.make_bundle(run, tmp_path / "bundle", rows=10_000, spec=spec)
+    for split in ("train", "val"):
+        assert pq.read_table(bundle / split).num_rows == sum(SPLIT_FILES[split])
+    weights = load_file(str(bundle / "model.safetensors"))
+    assert weights.keys() == build_model(spec).state_dict().keys()
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
+    assert (bundle / bench_gpu.PY_DIR / "yaml" / "__init__.py").is_file()
+
+    out = tmp_path / "out" / "gpu.json"
+    res = bench_gpu.main(["run", "--bundle", str(bundle), "--loader-batch", "8", "16",
+                          "--loader-steps", "4", "--batch", "32", "--fine-tune-steps", "3",
+                          "--repeat", "2", "--score-batch", "16", "--eager-only",
+                          "--out", str(out)])
+    assert res["device"] == "cpu"
+    for b, r in res["loader"].items():
+        assert len(r["trainer"]["runs"]) == len(r["memory"]["runs"]) == 2, b
+        assert min(r["trainer"]["runs"] + r["memory"]["runs"]) > 0
+        assert r["ratio"] == r["trainer"]["median"] / r["memory"]["median"]
+    assert sorted(res["loader"]) == ["16", "8"]
+    tuned = res["fine_tune"]["eager"]
+    assert tuned["samples"] == 3 * 32
+    assert tuned["val_rows"] == sum(SPLIT_FILES["val"])
+    assert 0.0 <= tuned["val_metric"] <= 1.0
+    assert tuned["samples_per_s"] > 0
+    assert res["score"]["rows"] == sum(SPLIT_FILES["val"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    assert "| loader, batch 16: `Trainer` / in-memory tensors |" in (
+        out.with_suffix(".md").read_text())
 
 
 def test_scale_sampler_sees_a_child_process_memory() -> None:

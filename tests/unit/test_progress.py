@@ -33,6 +33,44 @@ def test_a_line_every_30_seconds_with_rate_loss_and_eta() -> None:
     assert p.lines == lines
 
 
+class Scalar:
+    """A loss as a GPU tensor looks to the reporter: it adds, and reading it (float) is
+    what would make the host wait for the device; each read is counted."""
+
+    reads = 0
+
+    def __init__(self, v: float) -> None:
+        self.v = v
+
+    def __add__(self, other: object) -> Scalar:
+        return Scalar(self.v + (other.v if isinstance(other, Scalar) else float(other)))
+
+    __radd__ = __add__
+
+    def __float__(self) -> float:
+        Scalar.reads += 1
+        return self.v
+
+
+def test_losses_left_on_the_device_are_read_once_a_line() -> None:
+    """The loop hands the reporter each step's loss as a tensor where it was computed:
+    the line is the same as with numbers, and the losses are read only when a line is
+    written (3 lines over 100 steps: 3 reads, not 100)."""
+    import torch
+
+    runs = {}
+    for kind, wrap in (("float", float), ("tensor", torch.tensor), ("scalar", Scalar)):
+        clock, lines = Clock(), []
+        p = ProgressReporter(epochs=2, steps_per_epoch=100, clock=clock, emit=lines.append)
+        for step in range(100):
+            clock.t += 1.0
+            p.step(0, step, samples=32, loss=wrap(2.0 if step < 30 else 1.0))
+        runs[kind] = lines
+    assert runs["tensor"] == runs["float"] == runs["scalar"]
+    assert runs["float"][0].endswith("loss 2.0000 ETA 2m50s")
+    assert Scalar.reads == 3
+
+
 def test_step_trigger_and_epoch_boundaries() -> None:
     clock, lines = Clock(), []
     p = ProgressReporter(epochs=3, steps_per_epoch=4, every_s=0, every_steps=5, clock=clock,

@@ -63,10 +63,13 @@ def test_spec_is_frozen_picklable_and_validated() -> None:
 def test_spec_from_config_takes_the_train_settings() -> None:
     cfg = load_config(ROOT / "conf" / "tabular_classification.yaml", [
         "data.input=x.csv", "data.label_column=y", "train.epochs=7", "train.lr=0.02",
-        "train.grad_accum_steps=3", "train.select_by=metric", "train.seed=5"])
+        "train.grad_accum_steps=3", "train.select_by=metric", "train.seed=5",
+        "train.compile=true"])
     s = spec_from_config(cfg, model={"name": "mlp"}, out_dir="/o", batch_size=9)
     assert (s.epochs, s.lr, s.grad_accum_steps, s.select_by, s.seed, s.batch_size) == (
         7, 0.02, 3, "metric", 5, 9)
+    assert s.compile is True
+    assert TrainSpec(model={}, inputs=("x",), target="y", checkpoint=False).compile is False
     assert (s.inputs, s.target, s.regression) == (("features",), "label_index", False)
     assert s.patience == cfg.train.early_stopping_patience
     assert s.loss == LabelLoss()

@@ -128,7 +128,10 @@ class TrainSpec:
         loader: ``arrow`` (pyarrow, each rank reads its row groups) or ``petastorm``.
         converter: the petastorm ``SparkDatasetConverter`` (``loader="petastorm"`` only).
         threads: torch threads per rank; 0 leaves torch's setting alone (driver-side runs).
-        use_cuda: train on the rank's GPU (NCCL, bf16 autocast) when CUDA is available.
+        use_cuda: train on the rank's GPU (NCCL, bf16 autocast, fused AdamW) when CUDA is
+            available.
+        compile: run the training steps through ``torch.compile`` (the first steps compile;
+            evaluation and the saved weights use the module as it is).
         name: what log lines call the run (``train``, ``distill``, ``fine-tune``).
 
     Example::
@@ -168,6 +171,7 @@ class TrainSpec:
     converter: Any = None
     threads: int = 0
     use_cuda: bool = False
+    compile: bool = False
     name: str = "train"
 
     def __post_init__(self) -> None:
@@ -215,7 +219,7 @@ def spec_from_config(cfg: Config, *, model: Mapping[str, Any], **fields: Any) ->
         "grad_clip": t.grad_clip, "grad_accum_steps": t.grad_accum_steps,
         "max_steps_per_epoch": t.max_steps_per_epoch, "seed": t.seed,
         "patience": t.early_stopping_patience, "select_by": t.select_by,
-        "fsdp": t.fsdp, "loader": t.loader,
+        "fsdp": t.fsdp, "loader": t.loader, "compile": t.compile,
     }
     unknown = set(fields) - {f.name for f in dataclasses.fields(TrainSpec)}
     if unknown:
