@@ -458,9 +458,10 @@ class Trainer:
         for epoch in range(start_epoch, epochs):
             wrapped.train()
             t0, seen, steps = time.time(), 0, 0
-            # The loss is summed where it is computed and read once an epoch: reading it
-            # every step (float()) would make the host wait for the GPU each step, so the
-            # next batch could not be prepared and copied while this one computes.
+            # The loss is summed where it is computed and read for the epoch's figures and
+            # the progress line (every 30 s): reading it every step (float()) would make
+            # the host wait for the GPU each step, so the next batch could not be prepared
+            # and copied while this one computes.
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             opt.zero_grad(set_to_none=True)
             for step, raw in enumerate(loader.epoch(epoch)):
