@@ -190,7 +190,8 @@ bench-codegen: setup
 
 # Issue 13's GPU checks as single processes (no Java or Spark needed where they run): a
 # bundle of the demo text run (its rows, MiniLM's weights in fp16, PyYAML; under 64 MiB),
-# then the loader, fine-tune and torch-scoring figures on this machine's GPU, or its CPU.
+# then the loader, fine-tune and torch-scoring figures on this machine's GPU (on a CPU,
+# MiniLM's epochs take hours: tests/spark/test_benchmark_harness.py runs a small smoke).
 # On a GPU box without this venv: carry .gpu-bundle and run the second command there with
 # PYTHONPATH=lib (benchmarks/bench_gpu.py says how).
 bench-gpu: setup
