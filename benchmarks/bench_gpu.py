@@ -282,9 +282,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.cmd == "bundle":
         if args.rows < 1:
             p.error("--rows must be >= 1")
+        if not (args.run / "preprocessed").is_dir():
+            p.error(f"--run {args.run}: no preprocessed/ there; give a text run directory "
+                    "(make demo-text writes runs/demo_text)")
         make_bundle(args.run, args.out, args.rows,
                     json.loads(args.model_spec) if args.model_spec else None)
         return {}
+    if not (args.bundle / "model.json").is_file():
+        p.error(f"--bundle {args.bundle}: no model.json there; write one with "
+                "`python -m benchmarks.bench_gpu bundle`")
     sys.path.append(str(args.bundle / PY_DIR))
     if min([*args.loader_batch, args.loader_steps, args.batch, args.repeat,
             args.score_batch]) < 1 or args.fine_tune_steps < 0:

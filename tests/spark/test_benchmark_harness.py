@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from _train_helpers import SPLIT_FILES, make_run
 from benchmarks import bench_gpu
 from benchmarks.bench_tokenize import run_raw_process
@@ -72,6 +73,12 @@ def test_bench_gpu_bundles_a_text_run_and_measures_on_the_cpu(tmp_path: Path) ->
     assert weights.keys() == build_model(spec).state_dict().keys()
     assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
     assert (bundle / bench_gpu.PY_DIR / "yaml" / "__init__.py").is_file()
+
+    for argv in (["bundle", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "b")],
+                 ["run", "--bundle", str(tmp_path / "none")]):
+        with pytest.raises(SystemExit) as exit_:
+            bench_gpu.main(argv)  # a wrong folder: a usage error, no traceback
+        assert exit_.value.code == 2
 
     out = tmp_path / "out" / "gpu.json"
     res = bench_gpu.main(["run", "--bundle", str(bundle), "--loader-batch", "8", "16",
