@@ -337,6 +337,15 @@ def test_rows_in_is_counted_from_the_input_file(spark: Any, demo: Demo, tmp_path
     selected = scores[scores["model_variant"] == r["model_variant"]]
     assert len(selected) + len(q) == n_file
     assert selected["id"].is_unique
+    # Each quarantined row's record is the input line, every column as written (a
+    # missing value is left out), read here with the csv module: the numeric columns too,
+    # which scoring parses early and does not carry to the end as text.
+    with inp.open(newline="") as fh:
+        lines = list(csv.DictReader(fh))
+    bad = [row for row in lines if row[LABEL] == "maybe" or row["age"] == "forty"]
+    expected = sorted(json.dumps({k: v for k, v in row.items() if v != ""}, sort_keys=True)
+                      for row in bad)
+    assert sorted(json.dumps(json.loads(x), sort_keys=True) for x in q["raw"]) == expected
 
 
 def test_a_lost_row_fails_the_run_and_publishes_nothing(spark: Any, demo: Demo, tmp_path: Path,
