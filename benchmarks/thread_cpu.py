@@ -9,8 +9,9 @@ reading (user + system time) is kept. Rows group what is alike: Java threads by 
 digits folded (``C2 CompilerThread0`` and ``...1`` are one row), other processes by their
 command (``python -m pyspark.daemon`` and the workers it forks are one row). Rows of
 processes outside ``CMD``'s tree (other load on the machine, kernel threads) are marked
-``outside``: they took CPU from the run too. The machine's busy and idle CPU seconds over
-the run (``/proc/stat``) are printed below.
+``outside``: they took CPU from the run too. The machine's busy CPU seconds over the run
+(``/proc/stat``, :func:`benchmarks._common.machine_cpu`) are printed beside its capacity
+(cores x wall).
 
 Linux only. A Java thread that starts and ends between two readings is missed (processes
 are read whole, their ended threads included), so the rows are a lower bound.
@@ -26,6 +27,8 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from benchmarks._common import machine_cpu
 
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -114,21 +117,15 @@ def summarize(seen: dict[tuple[str, str | None], tuple[str, int]], tree: set[str
     return dict(out)
 
 
-def _machine() -> tuple[int, int]:
-    """(busy, idle) ticks of the whole machine since boot."""
-    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = f[3] + f[4]
-    return sum(f[:8]) - idle, idle
-
-
 def measure(cmd: list[str], interval: float) -> tuple[int, dict[tuple[str, str], float],
-                                                          float, float, float]:
-    """Runs ``cmd``; returns (its exit code, CPU seconds per row, wall s, busy s, idle s)."""
+                                                          float, float]:
+    """Runs ``cmd``; returns (its exit code, CPU seconds per row, wall s, the machine's busy
+    CPU s). Raises OSError when ``cmd`` cannot be started."""
     seen: dict[tuple[str, str | None], tuple[str, int]] = {}
     tree: set[str] = set()
     read_once(seen, tree, "-")
     base = {k: t for k, (_, t) in seen.items()}
-    busy0, idle0 = _machine()
+    busy0 = machine_cpu()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd)
     root = str(proc.pid)
@@ -142,9 +139,7 @@ def measure(cmd: list[str], interval: float) -> tuple[int, dict[tuple[str, str],
         time.sleep(interval)
     proc.wait()
     wall = time.perf_counter() - t0
-    busy1, idle1 = _machine()
-    return (proc.returncode, summarize(seen, tree, base), wall, (busy1 - busy0) / TICK,
-            (idle1 - idle0) / TICK)
+    return proc.returncode, summarize(seen, tree, base), wall, machine_cpu() - busy0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,12 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         p.error("give the command to measure after --")
+    if args.interval <= 0:
+        p.error(f"--interval {args.interval}: give the seconds between readings, above 0 "
+                "(say 0.3)")
     if not Path("/proc/stat").exists():
         p.error("this needs Linux's /proc")
-    rc, rows, wall, busy, idle = measure(cmd, args.interval)
+    try:
+        rc, rows, wall, busy = measure(cmd, args.interval)
+    except OSError as e:
+        p.error(f"cannot start {cmd[0]!r}: {e.strerror or e}; give a program on PATH or its "
+                "path")
     total = sum(v for (_, where), v in rows.items() if where == "run")
+    cores = os.cpu_count() or 1
     print(f"exit code {rc}; wall {wall:.1f} s; the command's processes {total:.1f} CPU s; "
-          f"machine busy {busy:.1f} s, idle {idle:.1f} s ({os.cpu_count()} CPUs)")
+          f"machine busy {busy:.1f} of {cores * wall:.1f} CPU s ({cores} CPUs)")
     for (row, where), v in sorted(rows.items(), key=lambda kv: -kv[1])[:args.top]:
         print(f"{v:8.1f}  {where:<7}  {row[:90]}")
     return rc

@@ -25,7 +25,7 @@ sys.exit(3)
 def test_a_commands_cpu_is_attributed_to_it_and_its_exit_code_kept(tmp_path: Path) -> None:
     script, own = tmp_path / "busy.py", tmp_path / "own.txt"
     script.write_text(BUSY)
-    rc, rows, wall, busy, _ = thread_cpu.measure([sys.executable, str(script), str(own)],
+    rc, rows, wall, busy = thread_cpu.measure([sys.executable, str(script), str(own)],
                                                  interval=0.7)
     assert rc == 3
     # Readings 0.7 s apart: the last one before the exit is up to 0.7 CPU s short; the
@@ -66,8 +66,14 @@ def test_rows_fold_thread_numbers_and_keep_outside_apart() -> None:
                     ("[kdamond.N]", "outside"): 3.0}
 
 
-def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--"], "give the command"),
+    (["--interval", "0", "--", sys.executable, "-c", "pass"], "--interval 0.0"),
+    (["--", "/no/such/program"], "cannot start '/no/such/program'"),
+])
+def test_a_bad_command_line_is_a_usage_error(argv: list[str], says: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
-        thread_cpu.main(["--"])
+        thread_cpu.main(argv)
     assert e.value.code == 2
-    assert "give the command" in capsys.readouterr().err
+    assert says in capsys.readouterr().err
