@@ -181,8 +181,10 @@ bench-text-model: setup
 bench-preprocess: setup
 	$(BIN)/python -m benchmarks.bench_preprocess --rows 300000 --cols 40 --repeat 5
 
+# `score` old vs new as fresh processes, then through a warm Spark Connect server per side.
 bench-score-stage: setup
 	$(BIN)/python -m benchmarks.bench_score_stage --rows 300000 --cols 40 --repeat 5
+	$(BIN)/python -m benchmarks.bench_score_stage --rows 300000 --cols 40 --repeat 5 --connect
 
 # The sessions' spark.sql.codegen.wholeStage=false against Spark's default, same code.
 bench-codegen: setup
