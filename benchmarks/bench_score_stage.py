@@ -89,6 +89,13 @@ def head_table(table: Path, rows: int, out: Path) -> Path:
     return out
 
 
+def wall_rows(walls: dict[str, list[float]]) -> list[str]:
+    """A Markdown table of each side's median, range and runs (seconds)."""
+    return ["| code | median wall s | range s | runs |", "|---|---:|---:|---|",
+            *[f"| {s} | {statistics.median(v):.1f} | {min(v):.1f} - {max(v):.1f} | "
+              f"{', '.join(f'{x:.1f}' for x in v)} |" for s, v in walls.items()]]
+
+
 def fixed_lines(walls: dict[str, list[float]], fixed: dict[str, list[float]],
                 rows: int, fixed_rows: int) -> list[str]:
     """The fixed part of a run and the part the rows cost, per side, from the medians; and
@@ -98,10 +105,7 @@ def fixed_lines(walls: dict[str, list[float]], fixed: dict[str, list[float]],
     per_rows = {s: med[s] - fmed[s] for s in med}
     lines = [
         "", f"The fixed part of a run: the same command on the first {fixed_rows:,} rows "
-        "(same run directory, sides alternating):", "",
-        "| code | median wall s | range s | runs |", "|---|---:|---:|---|",
-        *[f"| {s} | {fmed[s]:.1f} | {min(v):.1f} - {max(v):.1f} | "
-          f"{', '.join(f'{x:.1f}' for x in v)} |" for s, v in fixed.items()], "",
+        "(same run directory, sides alternating):", "", *wall_rows(fixed), "",
         "| code | whole run s | fixed part s | the rows' part s |", "|---|---:|---:|---:|",
         *[f"| {s} | {med[s]:.1f} | {fmed[s]:.1f} | {per_rows[s]:.1f} |" for s in med], "",
         f"- fixed part: new is **{fmed['old'] / fmed['new']:.2f}x** faster than old",
@@ -154,9 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for r in range(args.repeat):
                 order = ("old", "new") if r % 2 == 0 else ("new", "old")
                 # The whole table, then the small one (month 02): each side in turn.
-                for month, source in (("01", None), ("02", small)):
-                    if month == "02" and source is None:
-                        continue
+                for month, source in [("01", None), *([("02", small)] if small else [])]:
                     for side in order:
                         w, counts = score_once(libs[side], run, tmp, side, common, r, month,
                                                source, args.cores, envs[side])
@@ -197,11 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{rows['new']} on both sides", "",
         "```bash", f".venv/bin/python -m benchmarks.bench_score_stage {argv_s}".rstrip(),
         "```", "",
-        "| code | median wall s | range s | runs |",
-        "|---|---:|---:|---|",
-        *[f"| {s} | {med[s]:.1f} | {min(v):.1f} - {max(v):.1f} | "
-          f"{', '.join(f'{x:.1f}' for x in v)} |" for s, v in walls.items()],
-        "", f"New is **{ratio:.2f}x** faster than old (ratio of the medians).",
+        *wall_rows(walls), "", f"New is **{ratio:.2f}x** faster than old (ratio of the medians).",
         *(fixed_lines(walls, fixed, args.rows, args.fixed_rows) if args.fixed_rows else []),
         ""])
     return report(args, CONNECT_SECTION if args.connect else SECTION, text, walls, med, ratio)

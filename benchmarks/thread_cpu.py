@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval <= 0:
         p.error(f"--interval {args.interval}: give the seconds between readings, above 0 "
                 "(say 0.3)")
+    if args.top < 1:
+        p.error(f"--top {args.top}: give how many rows to print, 1 or more (say 25)")
     if not Path("/proc/stat").exists():
         p.error("this needs Linux's /proc")
     try:

@@ -70,6 +70,7 @@ def test_rows_fold_thread_numbers_and_keep_outside_apart() -> None:
     (["--"], "give the command"),
     (["--interval", "0", "--", sys.executable, "-c", "pass"], "--interval 0.0"),
     (["--", "/no/such/program"], "cannot start '/no/such/program'"),
+    (["--top", "0", "--", sys.executable, "-c", "pass"], "--top 0"),
 ])
 def test_a_bad_command_line_is_a_usage_error(argv: list[str], says: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
